@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -98,12 +99,30 @@ def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
         yield prefix, value
 
 
+def _hydra_value(value: Any) -> str:
+    """Write a (YAML-typed) value in Hydra's override grammar; strings are always quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        # Hydra reads backslashes literally except before a quote (or the closing quote).
+        body = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+        return f"'{body}'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"config value {value!r} has an unsupported type {type(value).__name__}")
+
+
 def overrides_from_mapping(smk_config: Mapping) -> tuple[str, list[str]]:
     """Turn Snakemake's `--config a.b=1 experiment=x` (or a `--configfile`) into Hydra overrides."""
     experiment = str(smk_config.get("experiment", "demo"))
-    overrides = []
-    for key, value in _flatten("", {k: v for k, v in smk_config.items() if k != "experiment"}):
-        overrides.append(f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}")
+    overrides = [f"{key}={_hydra_value(value)}"
+                 for key, value in _flatten("", {k: v for k, v in smk_config.items() if k != "experiment"})]
     return experiment, overrides
 
 

@@ -41,7 +41,8 @@ def choose(arm: str, groups: Mapping[str, list[dict]], scores: Mapping[str, floa
         cands = sorted(groups[iid], key=lambda c: c["candidate_id"])
         if arm in ("grape", "reverse"):
             scored = [c for c in cands if c["candidate_id"] in scores]
-            counts["unscored_candidates"] += len(cands) - len(scored)
+            if len(scored) < len(cands):
+                counts["unscored_candidates"] += len(cands) - len(scored)
             if not scored:
                 counts["instructions_without_scores"] += 1
                 continue

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny random model built by the suite's own `model` stage (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grape import runtime
+
+REPO = Path(__file__).resolve().parents[1]
+runtime.set_offline()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from grape import models
+
+    cfg = yaml.safe_load((REPO / "config/model/tiny_random.yaml").read_text())
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    models.materialise("tiny", cfg, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model_dir):
+    """(model, tokenizer) of the tiny random Llama, fp32 on CPU."""
+    import torch
+
+    from grape import models
+
+    runtime.setup(threads=2)
+    return models.load_model(tiny_model_dir, dtype=torch.float32, device="cpu"), models.load_tokenizer(tiny_model_dir)

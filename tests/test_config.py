@@ -1,0 +1,91 @@
+"""Hydra composition, JSON-schema validation with messages that name the key, Snakemake overrides."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from grape import config as gconfig
+from grape.config import ConfigError
+
+
+def test_default_experiment_is_demo_and_valid():
+    cfg = gconfig.compose("demo")
+    assert cfg["name"] == "demo"
+    assert set(cfg["models"]) == {"smollm2", "gemma3"}
+    assert cfg["targets"] == ["smollm2"]
+
+
+def test_overrides_apply_and_are_typed():
+    cfg = gconfig.compose("tiny", ["sft.lr=0.5", "sample.n=3", "select.arms=[grape,random]"])
+    assert cfg["sft"]["lr"] == 0.5 and cfg["sample"]["n"] == 3 and cfg["select"]["arms"] == ["grape", "random"]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["+sft.foo=1"], "sft.foo"),
+    (["sft.lr=fast"], "sft.lr"),
+    (["sample.n=0"], "sample.n"),
+    (["score.overlong=drop"], "score.overlong"),
+    (["select.arms=[grape,best]"], "select.arms"),
+])
+def test_bad_values_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        gconfig.compose("tiny", overrides)
+    assert key in str(err.value)
+
+
+def test_unknown_experiment_is_a_clear_error():
+    with pytest.raises(ConfigError) as err:
+        gconfig.compose("no_such_experiment")
+    assert "no_such_experiment" in str(err.value)
+
+
+def test_cross_checks():
+    with pytest.raises(ConfigError, match="select.strongest_source"):
+        gconfig.compose("tiny", ["select.strongest_source=nobody"])
+    with pytest.raises(ConfigError, match="data.train_path"):
+        gconfig.compose("tiny", ["data.kind=jsonl"])
+
+
+def test_snakemake_config_becomes_hydra_overrides():
+    exp, ov = gconfig.overrides_from_mapping({"experiment": "tiny", "sft": {"lr": 0.02}, "sample.n": 5,
+                                              "sample": {"stop": ["\n\n"]}})
+    assert exp == "tiny"
+    cfg = gconfig.compose(exp, ov)
+    assert cfg["sft"]["lr"] == 0.02 and cfg["sample"]["n"] == 5 and cfg["sample"]["stop"] == ["\n\n"]
+
+
+def test_written_config_round_trips_and_is_left_alone_when_unchanged(tmp_path):
+    cfg = gconfig.compose("tiny")
+    path = tmp_path / "config.yaml"
+    assert gconfig.write_if_changed(path, cfg) is True
+    mtime = path.stat().st_mtime_ns
+    assert gconfig.write_if_changed(path, cfg) is False and path.stat().st_mtime_ns == mtime
+    assert gconfig.load(path) == cfg
+
+
+def test_load_rejects_bad_file(tmp_path):
+    cfg = gconfig.compose("tiny")
+    cfg["sft"]["epochs"] = "one"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="sft.epochs"):
+        gconfig.load(path)
+
+
+def test_stage_params_are_slices():
+    cfg = gconfig.compose("tiny")
+    sft = gconfig.stage_params(cfg, "sft", target="tiny_a", arm="grape")
+    assert sft["sft"] == cfg["sft"] and "sample" not in sft
+    changed = gconfig.compose("tiny", ["sft.lr=0.5"])
+    # a change to SFT leaves the sampling and scoring slices (their rerun triggers) untouched
+    for stage, wc in [("sample", {"source": "tiny_a"}), ("score", {"target": "tiny_a"}), ("data", {})]:
+        assert gconfig.stage_params(cfg, stage, **wc) == gconfig.stage_params(changed, stage, **wc)
+    assert gconfig.stage_params(cfg, "sft", target="tiny_a", arm="grape") != \
+        gconfig.stage_params(changed, "sft", target="tiny_a", arm="grape")
+
+
+@pytest.mark.parametrize("text", ["plain", "it's", "back\\slash", "ends\\", "quote\\'d", "\n\nQuestion:", ""])
+def test_strings_survive_the_override_grammar(text):
+    exp, ov = gconfig.overrides_from_mapping({"experiment": "tiny", "sample": {"stop": [text, "x"]}})
+    assert gconfig.compose(exp, ov)["sample"]["stop"] == [text, "x"]

@@ -1,0 +1,96 @@
+"""Selection arms: GRAPE's argmax, ties, seeded random, strongest with its fallback, the output form."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from grape import select
+from grape.io import read_jsonl
+
+
+def _pool():
+    rows = []
+    for i in range(4):
+        rows.append({"candidate_id": f"q{i}:original:0", "instruction_id": f"q{i}", "source": "original"})
+        for src in ("a", "b"):
+            for k in range(2):
+                if src == "b" and i == 3:
+                    continue  # q3 has no candidate from b: `strongest` falls back to the original
+                rows.append({"candidate_id": f"q{i}:{src}:{k}", "instruction_id": f"q{i}", "source": src})
+    for r in rows:
+        r.update(instruction=f"Q{r['instruction_id']}?", response=f"resp {r['candidate_id']}", sample_index=0,
+                 answer="1", correct=True)
+    return rows
+
+
+def _groups(rows):
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["instruction_id"], []).append(r)
+    return groups
+
+
+SCORES = {"q0:original:0": -3.0, "q0:a:0": -1.0, "q0:a:1": -2.0, "q0:b:0": -0.5, "q0:b:1": -4.0,
+          "q1:original:0": -1.0, "q1:a:0": -1.0, "q1:a:1": -2.0, "q1:b:0": -1.0, "q1:b:1": -9.0,
+          "q2:original:0": -0.1, "q2:a:0": -2.0, "q2:a:1": -2.0, "q2:b:0": -3.0, "q2:b:1": -3.0,
+          "q3:original:0": -5.0, "q3:a:0": -4.0, "q3:a:1": -6.0}
+
+
+def test_grape_picks_argmax_with_deterministic_ties():
+    picked, counts = select.choose("grape", _groups(_pool()), SCORES, k=1, seed=0, strongest=None)
+    assert [p["candidate_id"] for p in picked] == ["q0:b:0", "q1:a:0", "q2:original:0", "q3:a:0"]
+    assert counts == {}  # q1: a three-way tie at -1.0, broken by the smallest candidate id
+
+
+def test_reverse_picks_argmin_and_k():
+    picked, _ = select.choose("reverse", _groups(_pool()), SCORES, k=1, seed=0, strongest=None)
+    assert [p["candidate_id"] for p in picked] == ["q0:b:1", "q1:b:1", "q2:b:0", "q3:a:1"]
+    picked, _ = select.choose("grape", _groups(_pool()), SCORES, k=2, seed=0, strongest=None)
+    assert len(picked) == 8
+
+
+def test_order_of_the_pool_does_not_matter():
+    rows = _pool()
+    a, _ = select.choose("grape", _groups(rows), SCORES, 1, 0, None)
+    b, _ = select.choose("grape", _groups(rows[::-1]), SCORES, 1, 0, None)
+    r1, _ = select.choose("random", _groups(rows), SCORES, 1, 7, None)
+    r2, _ = select.choose("random", _groups(rows[::-1]), SCORES, 1, 7, None)
+    assert a == b and r1 == r2
+
+
+def test_random_is_seeded_and_varies_with_seed():
+    picks = {seed: tuple(p["candidate_id"] for p in select.choose("random", _groups(_pool()), {}, 1, seed, None)[0])
+             for seed in range(12)}
+    assert len(set(picks.values())) > 1
+    assert picks[3] == tuple(p["candidate_id"] for p in select.choose("random", _groups(_pool()), {}, 1, 3, None)[0])
+
+
+def test_strongest_all_original_and_missing_scores():
+    g = _groups(_pool())
+    strongest, counts = select.choose("strongest", g, {}, 1, 0, strongest="b")
+    assert Counter(p["source"] for p in strongest) == {"b": 6, "original": 1}
+    assert counts == {"fallback_to_original": 1}
+    assert len(select.choose("all", g, {}, 1, 0, None)[0]) == len(_pool())
+    assert [p["source"] for p in select.choose("original", g, {}, 1, 0, None)[0]] == ["original"] * 4
+    partial = {k: v for k, v in SCORES.items() if not k.startswith("q3")}
+    picked, counts = select.choose("grape", g, partial, 1, 0, None)
+    assert len(picked) == 3 and counts == {"unscored_candidates": 3, "instructions_without_scores": 1}
+
+
+def test_run_writes_prompt_completion_rows(tmp_path):
+    pool, scores = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
+    scores.write_text("".join(json.dumps({"candidate_id": c, "mean_logprob": s, "n_tokens": 3}) + "\n"
+                              for c, s in SCORES.items()))
+    params = {"seed": 0, "arm": "grape", "target": "t", "template": {},
+              "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]}}
+    out = tmp_path / "grape.jsonl"
+    select.run(params, str(pool), str(scores), str(out))
+    rows = read_jsonl(out)
+    assert rows[0]["prompt"] == "Question: Qq0?\nAnswer:" and rows[0]["completion"] == " resp q0:b:0"
+    assert rows[0]["prompt"] + rows[0]["completion"] == "Question: Qq0?\nAnswer: resp q0:b:0"
+    with pytest.raises(ValueError, match="scores"):
+        select.run(params, str(pool), None, str(tmp_path / "x.jsonl"))
