@@ -1,8 +1,12 @@
 # Compose the experiment config with Hydra (config/), validate it against
 # workflow/schemas/config.schema.yaml, and define the helpers the rules share.
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)  # `grape` importable even without `pip install -e .`
+# Jobs call the `grape` CLI installed beside this Snakemake (e.g. .venv/bin), activated or not;
+# with --sdm conda the job's own environment comes first on PATH.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 from snakemake.exceptions import WorkflowError
 

@@ -1,0 +1,140 @@
+"""The real workflow, end to end, on the `tiny` experiment (tiny random models built by the workflow).
+
+Runs `snakemake` in a temporary working directory and checks every stage's output, then that a rerun has
+nothing to do and that changing one SFT value reruns only SFT and what depends on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    proc = snakemake(workdir, "--cores", "2", "--config", "experiment=tiny")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return workdir, workdir / "results" / "tiny"
+
+
+def test_data_candidates_pool(run):
+    _, r = run
+    train, test = rows(r / "data/train.jsonl"), rows(r / "data/test.jsonl")
+    assert len(train) == 6 and len(test) == 6
+    for source in ("tiny_a", "tiny_b"):
+        cands = rows(r / f"candidates/{source}.jsonl")
+        assert len(cands) == 6 * 2
+        assert {c["sampling"]["temperature"] for c in cands} == {0.8}
+    pool = rows(r / "pool/pool.jsonl")
+    counts = json.loads((r / "pool/verify_counts.json").read_text())
+    assert len(pool) == sum(c["kept"] for c in counts) == 6 + 24 - sum(c["dropped_empty"] for c in counts)
+    assert sum(1 for p in pool if p["source"] == "original") == 6
+    meta = json.loads((r / "pool/pool.jsonl.meta.json").read_text())
+    assert meta["inputs"]["train"]["sha256"] and meta["packages"]["torch"]
+
+
+def test_scores_and_grape_argmax(run):
+    _, r = run
+    pool = {p["candidate_id"]: p for p in rows(r / "pool/pool.jsonl")}
+    scores = rows(r / "scores/tiny_a.jsonl")
+    meta = json.loads((r / "scores/tiny_a.jsonl.meta.json").read_text())
+    assert len(scores) + meta["counts"]["skipped"] == len(pool)
+    by_instruction = defaultdict(list)
+    for s in scores:
+        assert s["n_tokens"] > 0 and s["mean_logprob"] == pytest.approx(s["sum_logprob"] / s["n_tokens"])
+        assert s["mean_logprob"] < 0
+        by_instruction[s["instruction_id"]].append(s)
+    grape = rows(r / "selections/tiny_a/grape.jsonl")
+    reverse = rows(r / "selections/tiny_a/reverse.jsonl")
+    assert len(grape) == len(reverse) == len(by_instruction) == 6
+    for g, v in zip(grape, reverse):
+        cands = by_instruction[g["instruction_id"]]
+        best = max(c["mean_logprob"] for c in cands)
+        assert g["mean_logprob"] == best
+        assert g["candidate_id"] == min(c["candidate_id"] for c in cands if c["mean_logprob"] == best)
+        assert v["mean_logprob"] == min(c["mean_logprob"] for c in cands)
+        assert g["prompt"] + g["completion"] == f"Question: {g['instruction']}\nAnswer: {g['response']}"
+
+
+def test_selection_sizes(run):
+    _, r = run
+    pool = rows(r / "pool/pool.jsonl")
+    sizes = {arm: len(rows(r / f"selections/tiny_a/{arm}.jsonl"))
+             for arm in ("grape", "reverse", "random", "strongest", "all", "original")}
+    assert sizes["random"] == sizes["original"] == 6
+    assert sizes["all"] == len(pool)
+    assert sizes["strongest"] == sum(1 for p in pool if p["source"] == "tiny_b") + sum(
+        1 for iid in {p["instruction_id"] for p in pool}
+        if not any(p["source"] == "tiny_b" and p["instruction_id"] == iid for p in pool))
+
+
+def test_sft_changed_the_weights(run):
+    from safetensors.torch import load_file
+
+    _, r = run
+    base = load_file(r / "models/tiny_a/model.safetensors")
+    tuned = load_file(r / "sft/tiny_a/grape/model.safetensors")
+    assert set(base) == set(tuned)
+    changed = [k for k in base if not (base[k] == tuned[k]).all()]
+    assert any("q_proj" in k for k in changed)  # LoRA targets q,k,v,o: merged into the base weights
+    assert not any("mlp" in k for k in changed)
+    log = json.loads((r / "sft/tiny_a/grape/train_log.json").read_text())
+    assert log["counts"]["examples"] == 6 and log["counts"]["steps"] >= 1
+
+
+def test_lm_eval_metric_and_report(run):
+    workdir, r = run
+    for arm in ("base", "grape", "reverse", "random", "strongest", "all", "original"):
+        result = json.loads((r / f"eval/tiny_a/{arm}.json").read_text())
+        assert 0.0 <= result["accuracy"] <= 1.0
+        assert len(result["samples"]) == 6
+    with open(r / "report/results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [t["arm"] for t in table] == ["base", "grape", "reverse", "random", "strongest", "all", "original"]
+    assert all(float(t["ci_low"]) <= float(t["accuracy"]) <= float(t["ci_high"]) for t in table)
+    assert int(next(t for t in table if t["arm"] == "all")["train_examples"]) == len(rows(r / "pool/pool.jsonl"))
+    html = (r / "report/summary.html").read_text()
+    assert "grape" in html and (r / "report/source_share.svg").stat().st_size > 1000
+
+
+def test_rerun_has_nothing_to_do_and_changes_rerun_only_what_depends(run):
+    workdir, _ = run
+    again = snakemake(workdir, "--cores", "2", "-n", "--config", "experiment=tiny")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+    changed = snakemake(workdir, "--cores", "2", "-n", "--config", "experiment=tiny", "sft.lr=0.02")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", changed.stdout + changed.stderr, re.M))
+    assert {k for k in jobs if k not in ("total", "all")} == {"sft", "evaluate", "report"}
+    assert jobs["sft"] == "6" and jobs["evaluate"] == "6"
+    # put the written config back the way the run left it
+    snakemake(workdir, "--cores", "1", "-n", "--config", "experiment=tiny")
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    proc = snakemake(tmp_path, "--cores", "1", "-n", "--config", "experiment=tiny", "sft.lr=fast")
+    assert proc.returncode != 0
+    assert "sft.lr" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
