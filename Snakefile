@@ -1,7 +1,7 @@
 # GRAPE experiment workflow: data -> models -> sample -> verify -> score -> select -> sft -> evaluate -> report.
 #   snakemake --cores 2                                   # the embedded demo experiment
 #   snakemake --cores 2 --config experiment=tiny          # another experiment (config/experiment/*.yaml)
-#   snakemake --cores 2 --config sft.lr=2e-4 sample.n=8   # Hydra-style overrides of any key
+#   snakemake --cores 2 --config overrides="sft.lr=2e-4 sample.n=8"   # Hydra-style overrides of any key
 #   snakemake --report results/demo/report.html           # the HTML report, after a run
 from snakemake.utils import min_version
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -119,11 +120,22 @@ def _hydra_value(value: Any) -> str:
 
 
 def overrides_from_mapping(smk_config: Mapping) -> tuple[str, list[str]]:
-    """Turn Snakemake's `--config a.b=1 experiment=x` (or a `--configfile`) into Hydra overrides."""
+    """Turn Snakemake's config into (experiment, Hydra overrides).
+
+    Snakemake's `--config` takes only plain identifiers as keys, so Hydra-style dotted overrides travel in one
+    string: `--config experiment=tiny overrides="sft.lr=2e-4 sample.n=8"` (shell-quoted words, Hydra grammar).
+    Nested values (`--config 'sft={lr: 2e-4}'`, or a `--configfile`) are turned into overrides too.
+    """
     experiment = str(smk_config.get("experiment", "demo"))
+    extra = smk_config.get("overrides") or []
+    if isinstance(extra, str):
+        extra = shlex.split(extra)
+    elif not isinstance(extra, (list, tuple)):
+        raise ConfigError(f"key 'overrides': expected a string or a list of Hydra overrides, got {extra!r}")
     overrides = [f"{key}={_hydra_value(value)}"
-                 for key, value in _flatten("", {k: v for k, v in smk_config.items() if k != "experiment"})]
-    return experiment, overrides
+                 for key, value in _flatten("", {k: v for k, v in smk_config.items()
+                                                 if k not in ("experiment", "overrides")})]
+    return experiment, overrides + [str(o) for o in extra]
 
 
 def dump(cfg: Mapping) -> str:

@@ -48,11 +48,13 @@ def test_cross_checks():
 
 
 def test_snakemake_config_becomes_hydra_overrides():
-    exp, ov = gconfig.overrides_from_mapping({"experiment": "tiny", "sft": {"lr": 0.02}, "sample.n": 5,
+    exp, ov = gconfig.overrides_from_mapping({"experiment": "tiny", "sft": {"lr": 0.02},
+                                              "overrides": "sample.n=5 'eval.until=[\"x y\"]'",
                                               "sample": {"stop": ["\n\n"]}})
     assert exp == "tiny"
     cfg = gconfig.compose(exp, ov)
     assert cfg["sft"]["lr"] == 0.02 and cfg["sample"]["n"] == 5 and cfg["sample"]["stop"] == ["\n\n"]
+    assert cfg["eval"]["until"] == ["x y"]
 
 
 def test_written_config_round_trips_and_is_left_alone_when_unchanged(tmp_path):

@@ -52,7 +52,7 @@ def test_data_candidates_pool(run):
     assert len(pool) == sum(c["kept"] for c in counts) == 6 + 24 - sum(c["dropped_empty"] for c in counts)
     assert sum(1 for p in pool if p["source"] == "original") == 6
     meta = json.loads((r / "pool/pool.jsonl.meta.json").read_text())
-    assert meta["inputs"]["train"]["sha256"] and meta["packages"]["torch"]
+    assert meta["inputs"]["train"]["sha256"] and meta["versions"]["torch"]
 
 
 def test_scores_and_grape_argmax(run):
@@ -124,7 +124,7 @@ def test_rerun_has_nothing_to_do_and_changes_rerun_only_what_depends(run):
     again = snakemake(workdir, "--cores", "2", "-n", "--config", "experiment=tiny")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr
-    changed = snakemake(workdir, "--cores", "2", "-n", "--config", "experiment=tiny", "sft.lr=0.02")
+    changed = snakemake(workdir, "--cores", "2", "-n", "--config", "experiment=tiny", "overrides=sft.lr=0.02")
     assert changed.returncode == 0, changed.stderr[-3000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", changed.stdout + changed.stderr, re.M))
     assert {k for k in jobs if k not in ("total", "all")} == {"sft", "evaluate", "report"}
@@ -134,7 +134,7 @@ def test_rerun_has_nothing_to_do_and_changes_rerun_only_what_depends(run):
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
-    proc = snakemake(tmp_path, "--cores", "1", "-n", "--config", "experiment=tiny", "sft.lr=fast")
+    proc = snakemake(tmp_path, "--cores", "1", "-n", "--config", "experiment=tiny", "overrides=sft.lr=fast")
     assert proc.returncode != 0
     assert "sft.lr" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()

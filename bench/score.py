@@ -1,0 +1,378 @@
+"""Benchmark of the scoring backends on one candidate pool (not a test).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/score.py                      # CPU, SmolLM2-135M, all methods
+    python bench/score.py --device cuda --random-shape llama3.1-8b       # GPU, random-init 8B shape, bf16
+
+Methods, each in a fresh subprocess (so peak memory is its own) on the same deterministic pool:
+  plain   grape.score.score_reference: one forward pass per candidate, full logits, log_softmax
+  padded  batches of --padded-batch candidates, length-sorted, right-padded, full logits, log_softmax
+  engine  grape.score_engine: prompt shared per instruction, block mask, LM head on response positions
+  vllm    grape.score_vllm (only when vllm is importable; text pools only)
+
+Columns:
+  cand tok/s   candidate tokens / wall time, where candidate tokens = sum over candidates of
+               (prompt + response tokens): the tokens the plain loop pushes through the model. The same
+               numerator for every method, so the ratio is a speed-up on the same job.
+  x plain      tok/s relative to the plain loop.
+  peak mem     CPU: peak RSS during the run (VmHWM, reset just before) minus the RSS before it (model loaded,
+               warmed up);
+               CUDA: torch.cuda.max_memory_allocated during the run minus the memory allocated before it.
+  eff FLOP/s   needed FLOPs / time, needed FLOPs = 2 x (non-embedding params + vocab x hidden) x candidate
+               tokens (the dense matmul work of the plain loop, attention left out); as a fraction of the
+               measured fp32 matmul peak (CPU) or of --peak-tflops (CUDA). Above 1.0 means less work was done.
+  done FLOP/s  the FLOPs the method actually performed (padding included; the engine: 2 x non-embedding params
+               per input token + 2 x vocab x hidden per scored position), / time, as a fraction of the peak:
+               how well the hardware was used.
+  max|d mean|  largest |mean_logprob - plain loop's| over the pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHAPES = {  # config shapes of public models; weights are random, nothing is downloaded
+    "llama3.1-8b": dict(arch="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
+                        tie_word_embeddings=False),
+    "qwen2.5-1.5b": dict(arch="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0,
+                         tie_word_embeddings=True),
+    "tiny": dict(arch="llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=2, vocab_size=1000, rope_theta=10000.0, tie_word_embeddings=True),
+}
+
+_NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Leo", "Emma", "Max", "Zoe"]
+_ITEMS = ["apples", "books", "marbles", "pencils", "stickers", "cookies", "cards", "shells", "coins", "balloons"]
+_FILLER = ("First we look at what we know. Then we add the numbers together. We check the result again. "
+           "So the total changes when more are added. Each box holds the same amount. We count carefully. "
+           "That means the difference is what remains. Let us write the equation step by step.").split()
+
+
+# ------------------------------------------------------------------------------------------------ pool
+
+def text_pool(tok, n_instructions: int, candidates: int, prompt_tokens: int, resp_min: int, resp_max: int,
+              seed: int) -> list[dict]:
+    """Arithmetic word problems padded to ~prompt_tokens, responses of uniform length in [resp_min, resp_max]."""
+    rng = random.Random(seed)
+    ntok = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    rows = []
+    for i in range(n_instructions):
+        name, item, a, b = rng.choice(_NAMES), rng.choice(_ITEMS), rng.randint(2, 40), rng.randint(2, 40)
+        q = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"
+        words = []
+        while ntok(" ".join(words) + " " + q) + 6 < prompt_tokens:
+            words.append(rng.choice(_FILLER))
+        instruction = " ".join(words + [q])
+        for k in range(candidates):
+            target = rng.randint(resp_min, resp_max)
+            resp = [f"{name} has {a} {item} and gets {b} more, so {a} + {b} = {a + b}."]
+            text = resp[0]
+            while ntok(" " + text) < target:
+                resp.append(rng.choice(_FILLER))
+                text = " ".join(resp)
+            while ntok(" " + text) > target and len(resp) > 1:  # trim to the target (within a word)
+                resp.pop()
+                text = " ".join(resp)
+            rows.append({"candidate_id": f"i{i:04d}:s:{k}", "instruction_id": f"i{i:04d}", "instruction": instruction,
+                         "response": text + f" The answer is {a + b}.", "source": "s"})
+    return rows
+
+
+def ids_pool(vocab: int, n_instructions: int, candidates: int, prompt_tokens: int, resp_min: int, resp_max: int,
+             seed: int) -> list[tuple]:
+    """(key, prompt_ids, response_ids) of random token ids, for random-shape models (no tokenizer)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_instructions):
+        p = [rng.randrange(vocab) for _ in range(rng.randint(prompt_tokens * 3 // 4, prompt_tokens * 5 // 4))]
+        for k in range(candidates):
+            out.append((f"i{i:04d}:s:{k}", p, [rng.randrange(vocab) for _ in range(rng.randint(resp_min, resp_max))]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ methods
+
+def padded_scores(model, examples, batch_size: int) -> dict:
+    """Length-sorted, right-padded batches; full logits and log_softmax, as a plain batched scorer does."""
+    import torch
+
+    out = {}
+    examples = sorted(examples, key=lambda e: (-(len(e[1]) + len(e[2])), e[0]))
+    with torch.inference_mode():
+        for s in range(0, len(examples), batch_size):
+            batch = examples[s:s + batch_size]
+            T = max(len(p) + len(r) for _, p, r in batch)
+            ids = torch.zeros((len(batch), T), dtype=torch.long)
+            att = torch.zeros((len(batch), T), dtype=torch.long)
+            for b, (_, p, r) in enumerate(batch):
+                ids[b, :len(p) + len(r)] = torch.tensor(p + r)
+                att[b, :len(p) + len(r)] = 1
+            ids, att = ids.to(model.device), att.to(model.device)
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), dim=-1)
+            for b, (key, p, r) in enumerate(batch):
+                tgt = ids[b, len(p):len(p) + len(r)]
+                out[key] = (float(logp[b, len(p) - 1:len(p) + len(r) - 1].gather(1, tgt[:, None]).double().sum()),
+                            len(r))
+            del logp
+    return out
+
+
+def plain_ids(model, examples) -> dict:
+    from grape.score_engine import reference_logprob_ids
+
+    return {key: (reference_logprob_ids(model, p, r), len(r)) for key, p, r in examples}
+
+
+def work_done(method: str, examples, args, n_body: int, n_head: int) -> float:
+    """FLOPs performed (dense matmuls only): body tokens x 2 x non-embedding params + head positions x 2 x V x H."""
+    from grape.score_engine import _batches, _row_length, _units, group_examples
+
+    if method in ("plain", "vllm"):
+        tokens = sum(len(p) + len(r) for _, p, r in examples)
+        return tokens * 2 * (n_body + n_head)
+    if method == "padded":
+        lens = sorted((len(p) + len(r) for _, p, r in examples), reverse=True)
+        tokens = sum(max(lens[s:s + args.padded_batch]) * len(lens[s:s + args.padded_batch])
+                     for s in range(0, len(lens), args.padded_batch))
+        return tokens * 2 * (n_body + n_head)
+    batches = _batches(_units(group_examples(examples), args.token_budget), args.token_budget)
+    body = sum(len(b) * _row_length(b[0]) for b in batches)
+    head = sum(_row_length(u) - len(u[0]) + 1 for b in batches for u in b)
+    return body * 2 * n_body + head * 2 * n_head
+
+
+def matmul_peak(device: str, dtype) -> float:
+    """Best FLOP/s of a 2048^3 matmul (fp32 on CPU, the model dtype on CUDA)."""
+    import torch
+
+    n = 2048 if device == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(3):
+        reps = 5 if device == "cpu" else 20
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
+    return best
+
+
+def _rss_reset() -> int:
+    """Reset the peak-RSS mark (Linux: clear_refs 5) and return the current RSS in bytes."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _proc_status("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss_peak() -> int:
+    try:
+        return _proc_status("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _proc_status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(field)
+
+
+def _sync(device):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def worker(args) -> None:
+    """Run one method; print one JSON line with its timings (scores go to --scores-out)."""
+    import torch
+
+    from grape import models, runtime
+    from grape.template import Template
+
+    runtime.setup(args.threads, seed=0)
+    device = args.device
+    if args.random_shape:
+        shape = dict(SHAPES[args.random_shape])
+        arch = shape.pop("arch")
+        from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+        cfg = (LlamaConfig if arch == "llama" else Qwen2Config)(**shape, max_position_embeddings=8192,
+                                                                attn_implementation="sdpa")
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=runtime.dtype_for(device)).eval()
+        tok = None
+        examples = ids_pool(cfg.vocab_size, args.n_instructions, args.candidates, args.prompt_tokens,
+                            args.resp_min, args.resp_max, args.seed)
+    else:
+        tok = models.load_tokenizer(args.model)
+        model = models.load_model(args.model, device=device)
+        template = Template()
+        rows = text_pool(tok, args.n_instructions, args.candidates, args.prompt_tokens, args.resp_min,
+                         args.resp_max, args.seed)
+        examples = [(r["candidate_id"], *template.tokenize(tok, r["instruction"], r["response"])) for r in rows]
+    cfg = model.config
+    n_head = cfg.vocab_size * cfg.hidden_size
+    n_body = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
+    max_length = max(len(p) + len(r) for _, p, r in examples)
+
+    def run(exs, rows_subset=None):
+        if args.method == "plain":
+            if tok is None:
+                return plain_ids(model, exs)
+            from grape.score import score_reference
+            scored, _ = score_reference(model, tok, template, rows_subset, max_length, progress=False)
+            return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
+        if args.method == "padded":
+            return padded_scores(model, exs, args.padded_batch)
+        if args.method == "engine":
+            if tok is None:
+                from grape.score_engine import score_ids
+                return score_ids(model, exs, args.token_budget, args.head_chunk)
+            from grape.score_engine import score_packed
+            scored, _ = score_packed(model, tok, template, rows_subset, max_length, token_budget=args.token_budget,
+                                     head_chunk=args.head_chunk, progress=False)
+            return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
+        if args.method == "vllm":
+            from grape.score_vllm import score_vllm
+            scored, _ = score_vllm(args.model, tok, template, rows_subset, max_length, progress=False,
+                                   dtype=runtime.dtype_name(device))
+            return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
+        raise SystemExit(f"unknown method {args.method}")
+
+    # Warm-up on the first instruction (first-call allocations, kernel selection), not timed.
+    warm_n = args.candidates
+    run(examples[:warm_n], rows[:warm_n] if tok is not None else None)
+    peak_before = matmul_peak(device, torch.float32 if device == "cpu" else runtime.dtype_for(device))
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        mem0 = torch.cuda.memory_allocated()
+    rss0 = _rss_reset()
+    _sync(device)
+    t = time.perf_counter()
+    scores = run(examples, rows if tok is not None else None)
+    _sync(device)
+    seconds = time.perf_counter() - t
+    mem = ((torch.cuda.max_memory_allocated() - mem0) if device == "cuda"
+           else _rss_peak() - rss0)
+    peak_after = matmul_peak(device, torch.float32 if device == "cpu" else runtime.dtype_for(device))
+    cand_tokens = sum(len(p) + len(r) for _, p, r in examples)
+    result = {"method": args.method, "seconds": seconds, "cand_tokens": cand_tokens, "candidates": len(examples),
+              "response_tokens": sum(len(r) for _, _, r in examples), "mem_bytes": mem,
+              "needed_flops": cand_tokens * 2 * (n_body + n_head),
+              "done_flops": work_done(args.method, examples, args, n_body, n_head),
+              "matmul_peak": (peak_before + peak_after) / 2, "n_body": n_body, "n_head": n_head,
+              "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()} threads"}
+    Path(args.scores_out).write_text(json.dumps({k: list(v) for k, v in scores.items()}))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="/tmp/m/smollm2", help="model folder (text pool)")
+    ap.add_argument("--random-shape", choices=sorted(SHAPES), help="random-init model of this shape, random-id pool")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--methods", default="plain,padded,engine,vllm")
+    ap.add_argument("--n-instructions", type=int, default=12)
+    ap.add_argument("--candidates", type=int, default=4, help="candidates per instruction")
+    ap.add_argument("--prompt-tokens", type=int, default=50)
+    ap.add_argument("--resp-min", type=int, default=10)
+    ap.add_argument("--resp-max", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--token-budget", type=int, default=4096)
+    ap.add_argument("--head-chunk", type=int, default=1024)
+    ap.add_argument("--padded-batch", type=int, default=8)
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="CUDA: the peak the FLOP/s columns are divided by (H100 SXM dense bf16: 989)")
+    ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--scores-out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.method:
+        return worker(args)
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if "vllm" in methods:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None or args.random_shape:
+            print("# vllm: skipped (" + ("not importable" if importlib.util.find_spec("vllm") is None
+                                          else "needs a model folder") + ")")
+            methods.remove("vllm")
+    results, scores = [], {}
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in methods:
+            out = Path(tmp) / f"{m}.json"
+            cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--method", m,
+                   "--scores-out", str(out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(f"# {m}: failed (rc {proc.returncode})\n{proc.stderr[-3000:]}")
+                continue
+            results.append(json.loads(line[0][7:]))
+            scores[m] = {k: tuple(v) for k, v in json.loads(out.read_text()).items()}
+            print(f"# {m}: {results[-1]['seconds']:.1f} s", flush=True)
+    if not results:
+        raise SystemExit("no method ran")
+    r0 = results[0]
+    base = next((r for r in results if r["method"] == "plain"), None)
+    ref = scores.get("plain")
+    peak_label = "fp32 matmul" if args.device == "cpu" else f"--peak-tflops {args.peak_tflops:g}"
+    print(f"\nmodel: {args.random_shape or args.model} ({r0['n_body'] / 1e6:.1f}M non-embedding params, head "
+          f"{r0['n_head'] / 1e6:.1f}M), device: {r0['device']}")
+    print(f"pool: {args.n_instructions} instructions x {args.candidates} candidates, prompt ~{args.prompt_tokens} tok, "
+          f"responses {args.resp_min}-{args.resp_max} tok; {r0['candidates']} candidates, {r0['cand_tokens']} candidate "
+          f"tokens ({r0['response_tokens']} response tokens)")
+    print(f"engine: token_budget {args.token_budget}, head_chunk {args.head_chunk}; padded: batch {args.padded_batch}")
+    print(f"load average (1 min) before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f} "
+          f"(other processes on the machine slow every method)")
+    if args.device == "cpu":
+        print("matmul peak (2048^3 fp32, mean of before/after each method): "
+              + ", ".join(f"{r['method']} {r['matmul_peak'] / 1e9:.0f}" for r in results) + " GFLOP/s")
+    print()
+    hdr = (f"{'method':<8} {'seconds':>8} {'cand tok/s':>11} {'x plain':>8} {'peak mem':>9} "
+           f"{'eff GFLOP/s':>12} {'eff/peak':>9} {'done/peak':>10} {'max|d mean|':>12}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        tps = r["cand_tokens"] / r["seconds"]
+        ratio = tps / (base["cand_tokens"] / base["seconds"]) if base else float("nan")
+        peak = r["matmul_peak"] if args.device == "cpu" else args.peak_tflops * 1e12
+        eff, done = r["needed_flops"] / r["seconds"], r["done_flops"] / r["seconds"]
+        diff = "-"
+        if ref is not None and r["method"] != "plain":
+            s = scores[r["method"]]
+            diff = f"{max(abs(s[k][0] / s[k][1] - ref[k][0] / ref[k][1]) for k in ref):.2e}"
+        print(f"{r['method']:<8} {r['seconds']:>8.1f} {tps:>11.1f} {ratio:>8.2f} {r['mem_bytes'] / 2**20:>7.0f}MB "
+              f"{eff / 1e9:>12.1f} {eff / peak:>9.2f} {done / peak:>10.2f} {diff:>12}")
+
+
+if __name__ == "__main__":
+    main()
