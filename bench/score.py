@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
@@ -65,9 +66,16 @@ _FILLER = ("First we look at what we know. Then we add the numbers together. We 
 
 # ------------------------------------------------------------------------------------------------ pool
 
+def resp_length(rng: random.Random, lo: int, hi: int, dist: str) -> int:
+    """uniform: every length in [lo, hi] equally likely; loguniform: log-length uniform (more short responses)."""
+    if dist == "loguniform":
+        return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+    return rng.randint(lo, hi)
+
+
 def text_pool(tok, n_instructions: int, candidates: int, prompt_tokens: int, resp_min: int, resp_max: int,
-              seed: int) -> list[dict]:
-    """Arithmetic word problems padded to ~prompt_tokens, responses of uniform length in [resp_min, resp_max]."""
+              seed: int, dist: str = "uniform") -> list[dict]:
+    """Arithmetic word problems padded to ~prompt_tokens, responses of [resp_min, resp_max] tokens (+ the answer)."""
     rng = random.Random(seed)
     ntok = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
     rows = []
@@ -79,7 +87,7 @@ def text_pool(tok, n_instructions: int, candidates: int, prompt_tokens: int, res
             words.append(rng.choice(_FILLER))
         instruction = " ".join(words + [q])
         for k in range(candidates):
-            target = rng.randint(resp_min, resp_max)
+            target = resp_length(rng, resp_min, resp_max, dist)
             resp = [f"{name} has {a} {item} and gets {b} more, so {a} + {b} = {a + b}."]
             text = resp[0]
             while ntok(" " + text) < target:
@@ -94,14 +102,15 @@ def text_pool(tok, n_instructions: int, candidates: int, prompt_tokens: int, res
 
 
 def ids_pool(vocab: int, n_instructions: int, candidates: int, prompt_tokens: int, resp_min: int, resp_max: int,
-             seed: int) -> list[tuple]:
+             seed: int, dist: str = "uniform") -> list[tuple]:
     """(key, prompt_ids, response_ids) of random token ids, for random-shape models (no tokenizer)."""
     rng = random.Random(seed)
     out = []
     for i in range(n_instructions):
         p = [rng.randrange(vocab) for _ in range(rng.randint(prompt_tokens * 3 // 4, prompt_tokens * 5 // 4))]
         for k in range(candidates):
-            out.append((f"i{i:04d}:s:{k}", p, [rng.randrange(vocab) for _ in range(rng.randint(resp_min, resp_max))]))
+            n = resp_length(rng, resp_min, resp_max, dist)
+            out.append((f"i{i:04d}:s:{k}", p, [rng.randrange(vocab) for _ in range(n)]))
     return out
 
 
@@ -140,7 +149,7 @@ def plain_ids(model, examples) -> dict:
 
 def work_done(method: str, examples, args, n_body: int, n_head: int) -> float:
     """FLOPs performed (dense matmuls only): body tokens x 2 x non-embedding params + head positions x 2 x V x H."""
-    from grape.score_engine import _batches, _row_length, _units, group_examples
+    from grape.score_engine import _row_length, batch_plan, group_examples
 
     if method in ("plain", "vllm"):
         tokens = sum(len(p) + len(r) for _, p, r in examples)
@@ -150,8 +159,9 @@ def work_done(method: str, examples, args, n_body: int, n_head: int) -> float:
         tokens = sum(max(lens[s:s + args.padded_batch]) * len(lens[s:s + args.padded_batch])
                      for s in range(0, len(lens), args.padded_batch))
         return tokens * 2 * (n_body + n_head)
-    batches = _batches(_units(group_examples(examples), args.token_budget), args.token_budget)
-    body = sum(len(b) * _row_length(b[0]) for b in batches)
+    attention, batches = batch_plan(group_examples(examples), args.device, args.token_budget, args.attention)
+    body = sum((len(b) * _row_length(b[0])) if attention == "mask" else sum(_row_length(u) for u in b)
+               for b in batches)
     head = sum(_row_length(u) - len(u[0]) + 1 for b in batches for u in b)
     return body * 2 * n_body + head * 2 * n_head
 
@@ -225,13 +235,13 @@ def worker(args) -> None:
             model = AutoModelForCausalLM.from_config(cfg, dtype=runtime.dtype_for(device)).eval()
         tok = None
         examples = ids_pool(cfg.vocab_size, args.n_instructions, args.candidates, args.prompt_tokens,
-                            args.resp_min, args.resp_max, args.seed)
+                            args.resp_min, args.resp_max, args.seed, args.resp_dist)
     else:
         tok = models.load_tokenizer(args.model)
         model = models.load_model(args.model, device=device)
         template = Template()
         rows = text_pool(tok, args.n_instructions, args.candidates, args.prompt_tokens, args.resp_min,
-                         args.resp_max, args.seed)
+                         args.resp_max, args.seed, args.resp_dist)
         examples = [(r["candidate_id"], *template.tokenize(tok, r["instruction"], r["response"])) for r in rows]
     cfg = model.config
     n_head = cfg.vocab_size * cfg.hidden_size
@@ -250,10 +260,10 @@ def worker(args) -> None:
         if args.method == "engine":
             if tok is None:
                 from grape.score_engine import score_ids
-                return score_ids(model, exs, args.token_budget, args.head_chunk)
+                return score_ids(model, exs, args.token_budget, args.head_chunk, attention=args.attention)
             from grape.score_engine import score_packed
             scored, _ = score_packed(model, tok, template, rows_subset, max_length, token_budget=args.token_budget,
-                                     head_chunk=args.head_chunk, progress=False)
+                                     head_chunk=args.head_chunk, progress=False, attention=args.attention)
             return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
         if args.method == "vllm":
             from grape.score_vllm import score_vllm
@@ -298,15 +308,19 @@ def main(argv=None) -> None:
     ap.add_argument("--random-shape", choices=sorted(SHAPES), help="random-init model of this shape, random-id pool")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--methods", default="plain,padded,engine,vllm")
-    ap.add_argument("--n-instructions", type=int, default=12)
+    ap.add_argument("--n-instructions", type=int, default=16)
     ap.add_argument("--candidates", type=int, default=4, help="candidates per instruction")
     ap.add_argument("--prompt-tokens", type=int, default=50)
     ap.add_argument("--resp-min", type=int, default=10)
     ap.add_argument("--resp-max", type=int, default=200)
+    ap.add_argument("--resp-dist", default="loguniform", choices=["uniform", "loguniform"],
+                    help="response lengths: loguniform (median ~45 tok, like sampled answers) or uniform")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--token-budget", type=int, default=4096)
-    ap.add_argument("--head-chunk", type=int, default=1024)
+    ap.add_argument("--token-budget", type=int, default=None, help="engine tokens per pass (default: 1024 CPU, 16384 CUDA)")
+    ap.add_argument("--head-chunk", type=int, default=256)
+    ap.add_argument("--attention", default="auto", choices=["auto", "segments", "mask"],
+                    help="engine attention mode (auto: segments on CPU, mask on CUDA)")
     ap.add_argument("--padded-batch", type=int, default=8)
     ap.add_argument("--peak-tflops", type=float, default=989.0,
                     help="CUDA: the peak the FLOP/s columns are divided by (H100 SXM dense bf16: 989)")
@@ -344,18 +358,19 @@ def main(argv=None) -> None:
     r0 = results[0]
     base = next((r for r in results if r["method"] == "plain"), None)
     ref = scores.get("plain")
-    peak_label = "fp32 matmul" if args.device == "cpu" else f"--peak-tflops {args.peak_tflops:g}"
     print(f"\nmodel: {args.random_shape or args.model} ({r0['n_body'] / 1e6:.1f}M non-embedding params, head "
           f"{r0['n_head'] / 1e6:.1f}M), device: {r0['device']}")
     print(f"pool: {args.n_instructions} instructions x {args.candidates} candidates, prompt ~{args.prompt_tokens} tok, "
-          f"responses {args.resp_min}-{args.resp_max} tok; {r0['candidates']} candidates, {r0['cand_tokens']} candidate "
+          f"responses {args.resp_min}-{args.resp_max} tok ({args.resp_dist}); {r0['candidates']} candidates, {r0['cand_tokens']} candidate "
           f"tokens ({r0['response_tokens']} response tokens)")
-    print(f"engine: token_budget {args.token_budget}, head_chunk {args.head_chunk}; padded: batch {args.padded_batch}")
+    print(f"engine: token_budget {args.token_budget or 'auto'}, head_chunk {args.head_chunk}, attention {args.attention}; "
+          f"padded: batch {args.padded_batch}")
     print(f"load average (1 min) before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f} "
           f"(other processes on the machine slow every method)")
-    if args.device == "cpu":
-        print("matmul peak (2048^3 fp32, mean of before/after each method): "
-              + ", ".join(f"{r['method']} {r['matmul_peak'] / 1e9:.0f}" for r in results) + " GFLOP/s")
+    what = "2048^3 fp32" if args.device == "cpu" else "8192^3 bf16"
+    print(f"measured matmul peak ({what}, mean of before/after each method): "
+          + ", ".join(f"{r['method']} {r['matmul_peak'] / 1e9:.0f}" for r in results) + " GFLOP/s"
+          + ("" if args.device == "cpu" else f"; FLOP/s columns divided by --peak-tflops {args.peak_tflops:g}"))
     print()
     hdr = (f"{'method':<8} {'seconds':>8} {'cand tok/s':>11} {'x plain':>8} {'peak mem':>9} "
            f"{'eff GFLOP/s':>12} {'eff/peak':>9} {'done/peak':>10} {'max|d mean|':>12}")

@@ -80,8 +80,17 @@ def cmd_score(args):
     from grape import score
 
     t0, p = time.time(), _load(args, "score", target=args.target)
-    counts = score.run(p, args.model, args.pool, args.output)
-    _finish("score", p, [args.output], {"model": args.model, "pool": args.pool}, counts, t0)
+    counts = score.run(p, args.model, args.pool, args.output, args.skipped, args.shard, args.shards)
+    _finish("score", p, [args.output, args.skipped], {"model": args.model, "pool": args.pool}, counts, t0)
+
+
+def cmd_score_gather(args):
+    from grape import score
+
+    t0, p = time.time(), _load(args, "score", target=args.target)
+    counts = score.gather(args.inputs, args.skipped_inputs, args.output, args.skipped)
+    inputs = {f"shard{i}": path for i, path in enumerate(args.inputs)}
+    _finish("score", p, [args.output, args.skipped], inputs, counts, t0)
 
 
 def cmd_select(args):
@@ -150,8 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
           ("--train", req), ("--output", req))
     stage("verify", cmd_verify, "correctness filter; build the pool", ("--train", req),
           ("--candidates", {"required": True, "nargs": "+"}), ("--output", req), ("--counts", req))
-    stage("score", cmd_score, "score the pool with one target", ("--target", req), ("--model", req),
-          ("--pool", req), ("--output", req))
+    stage("score", cmd_score, "score the pool (or one shard of it) with one target", ("--target", req),
+          ("--model", req), ("--pool", req), ("--output", req), ("--skipped", req),
+          ("--shard", {"type": int, "default": 0}), ("--shards", {"type": int, "default": 1}))
+    stage("score-gather", cmd_score_gather, "join one target's score shards", ("--target", req),
+          ("--inputs", {"required": True, "nargs": "+"}), ("--skipped-inputs", {"required": True, "nargs": "+"}),
+          ("--output", req), ("--skipped", req))
     stage("select", cmd_select, "one arm's training set for one target", ("--target", req), ("--arm", req),
           ("--pool", req), ("--scores", {"default": None}), ("--output", req))
     stage("sft", cmd_sft, "fine-tune one target on one arm", ("--target", req), ("--arm", req), ("--model", req),

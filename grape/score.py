@@ -59,19 +59,70 @@ def score_reference(model, tokenizer, template: Template, rows: Iterable[Mapping
     return scored, skipped
 
 
-def run(params: Mapping, model_dir: str, pool_path: str, out: str) -> dict:
-    from grape import models, runtime
-
-    runtime.setup(params["threads"])
-    s = params["score"]
-    template = Template.from_config(params["template"])
-    pool = read_jsonl(pool_path, POOL_SPEC, unique="candidate_id")
-    tok = models.load_tokenizer(model_dir)
-    model = models.load_model(model_dir)
-    scored, skipped = score_reference(model, tok, template, pool, s["max_length"], s["overlong"])
-    write_jsonl(out, scored)
+def _reasons(skipped: list[dict]) -> dict[str, int]:
     reasons: dict[str, int] = {}
     for row in skipped:
         reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
-    return {"scored": len(scored), "truncated": sum(r["truncated"] for r in scored), "skipped": len(skipped),
-            "skipped_by_reason": reasons, "skipped_ids": [r["candidate_id"] for r in skipped][:1000]}
+    return reasons
+
+
+def run(params: Mapping, model_dir: str, pool_path: str, out: str, skipped_out: str,
+        shard: int = 0, shards: int = 1) -> dict:
+    """Score shard `shard` of `shards` (whole instructions, `grape.score_engine.shard_of`) of the pool.
+
+    backend `hf` is the packed engine (`grape.score_engine`); it checkpoints every `chunk_size` candidates to
+    `<out>.partial`, so a killed job resumes where it stopped. `reference` is the plain loop; `vllm` uses
+    vLLM's prompt log-probs. All three write the same rows (sorted by candidate_id).
+    """
+    from pathlib import Path
+
+    from grape import models, runtime, score_engine
+
+    runtime.setup(params["threads"], seed=params["seed"])
+    s = params["score"]
+    template = Template.from_config(params["template"])
+    pool = read_jsonl(pool_path, POOL_SPEC, unique="candidate_id")
+    rows = score_engine.shard_rows(pool, shard, shards)
+    tok = models.load_tokenizer(model_dir)
+    partial = Path(f"{out}.partial")
+    if s["backend"] == "vllm":
+        from grape.score_vllm import score_vllm
+
+        path, _ = models.resolve(model_dir)
+        scored, skipped = score_vllm(path, tok, template, rows, s["max_length"], s["overlong"], seed=params["seed"])
+    else:
+        model = models.load_model(model_dir)
+        if s["backend"] == "reference":
+            scored, skipped = score_reference(model, tok, template, rows, s["max_length"], s["overlong"])
+            scored.sort(key=lambda r: r["candidate_id"])
+            skipped.sort(key=lambda r: r["candidate_id"])
+        else:
+            scored, skipped = score_engine.score_packed_resumable(
+                model, tok, template, rows, s["max_length"], s["overlong"], partial_path=partial,
+                chunk_size=s["chunk_size"], token_budget=s["token_budget"], head_chunk=s["head_chunk"],
+                fingerprint_extra={"model": str(Path(model_dir).resolve()), "dtype": str(model.dtype)})
+    write_jsonl(out, scored)
+    write_jsonl(skipped_out, skipped)
+    partial.unlink(missing_ok=True)
+    return {"backend": s["backend"], "shard": shard, "shards": shards, "candidates": len(rows),
+            "scored": len(scored), "truncated": sum(r["truncated"] for r in scored), "skipped": len(skipped),
+            "skipped_by_reason": _reasons(skipped)}
+
+
+SKIPPED_SPEC = {"candidate_id": ((str,), True, True), "reason": ((str,), True, True)}
+SCORED_SPEC = {"candidate_id": ((str,), True, True), "instruction_id": ((str,), True, True),
+               "n_tokens": ((int,), True, False), "sum_logprob": ((float, int), True, False),
+               "mean_logprob": ((float, int), True, False)}
+
+
+def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_out: str) -> dict:
+    """Join the shards of one target into `scores/<target>.jsonl` (+ the skipped list); same result for any shard count."""
+    from grape.score_engine import gather_shards
+
+    parts = [(read_jsonl(a, SCORED_SPEC, unique="candidate_id"), read_jsonl(b, SKIPPED_SPEC, unique="candidate_id"))
+             for a, b in zip(shard_paths, skipped_paths, strict=True)]
+    scored, skipped = gather_shards(parts)
+    write_jsonl(out, scored)
+    write_jsonl(skipped_out, skipped)
+    return {"shards": len(parts), "scored": len(scored), "truncated": sum(bool(r.get("truncated")) for r in scored),
+            "skipped": len(skipped), "skipped_by_reason": _reasons(skipped)}

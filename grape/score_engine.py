@@ -1,24 +1,27 @@
 """The fast, exact scoring engine: prompt-shared packing and a response-only, chunked LM head.
 
-It computes the same numbers as `grape.score.score_reference` (the plain per-example loop) and differs
-only in floating-point rounding; see docs/scoring.md for the full description. In short:
+It computes the numbers of `grape.score.score_reference` (the plain per-example loop) and differs from
+it only by floating-point rounding; docs/scoring.md has the full description and measurements. In short:
 
-* Candidates with the same prompt token ids (one instruction) form a *group*. A group becomes one
-  sequence `[prompt, r1[:-1], r2[:-1], ...]`: the prompt is computed once for all its candidates.
-  A block attention mask lets each response see the prompt and its own earlier tokens only, and
-  position ids restart at len(prompt) for every response, so each response is computed exactly as in
-  its own `[prompt, response]` sequence. A response's last token predicts nothing that is scored, and
-  nothing else attends to it, so it is left out of the input.
-* Groups whose sequence exceeds the token budget are split (the prompt repeated per part). Sequences
-  are sorted by length and packed into right-padded batches of at most `token_budget` tokens.
+* Candidates with the same prompt token ids (one instruction) form a *group*, laid out as one *unit*
+  `[prompt, r1[:-1], r2[:-1], ...]`: the prompt is computed once for all its candidates. Each response
+  sees the prompt and its own earlier tokens only, and its position ids restart at len(prompt), so it
+  is computed exactly as in its own `[prompt, response]` sequence. A response's last token predicts
+  nothing that is scored and nothing attends to it, so it is not fed in. A group longer than
+  `split_tokens` is split into several units (its prompt repeated).
+* attention="segments" (default on CPU): units are laid end to end in one unpadded sequence per pass
+  (`token_budget` tokens) and a registered attention function computes attention per prompt and per
+  response with sdpa, so no masked-out block is computed. attention="mask" (default on CUDA): one
+  right-padded row per unit and a 4D block mask through the model's own sdpa/eager attention.
 * The base model (`model.base_model`) returns hidden states; the LM head runs only on the positions
-  that predict a response token (the prompt's last position, shared, and each response token but the
-  last), `head_chunk` positions at a time, in fp32: log p(t) = logit_t - logsumexp(logits). A full
-  [tokens, vocab] logits tensor is never built.
+  that predict a response token (the prompt's last position, shared, and every fed response token),
+  `head_chunk` positions at a time, with log_softmax in fp32. A [tokens, vocab] logits tensor for the
+  whole batch is never built.
 
-Output contract (same keys as `score_reference`): scored rows {candidate_id, instruction_id, source,
+Output contract (the keys of `score_reference`): scored rows {candidate_id, instruction_id, source,
 n_tokens, sum_logprob, mean_logprob, truncated} and skipped rows {candidate_id, reason}, both **sorted
-by candidate_id**, so the output does not depend on input order, token budget, chunking or sharding.
+by candidate_id**, so the output does not depend on the input order, and batching, chunking and sharding
+change scores only within rounding (1e-6 here).
 """
 
 from __future__ import annotations
@@ -53,10 +56,6 @@ class Group:
     keys: list = field(default_factory=list)
     responses: list = field(default_factory=list)
 
-    @property
-    def n_tokens(self) -> int:
-        return len(self.prompt) + sum(len(r) for r in self.responses)
-
 
 def group_examples(examples: Iterable[tuple]) -> list[Group]:
     """Group (key, prompt_ids, response_ids) by prompt; canonical order (by smallest key), whatever the input order."""
@@ -78,8 +77,8 @@ def group_examples(examples: Iterable[tuple]) -> list[Group]:
     return groups
 
 
-def _units(groups: Sequence[Group], token_budget: int) -> list[tuple[tuple[int, ...], list, list]]:
-    """Split groups into packed units (prompt, keys, responses) of at most `token_budget` input tokens.
+def _units(groups: Sequence[Group], split_tokens: int) -> list[tuple[tuple[int, ...], list, list]]:
+    """Split groups into packed units (prompt, keys, responses) of at most `split_tokens` input tokens.
 
     A unit's input length is len(prompt) + sum(len(r) - 1): a response's last token is not fed in.
     A single candidate longer than the budget still gets a unit of its own.
@@ -89,7 +88,7 @@ def _units(groups: Sequence[Group], token_budget: int) -> list[tuple[tuple[int, 
         p = len(g.prompt)
         keys, resps, length = [], [], p
         for key, r in zip(g.keys, g.responses):
-            if keys and length + len(r) - 1 > token_budget:
+            if keys and length + len(r) - 1 > split_tokens:
                 units.append((g.prompt, keys, resps))
                 keys, resps, length = [], [], p
             keys.append(key)
@@ -139,12 +138,38 @@ def _check_model(model, attention: str) -> None:
         raise NotImplementedError(f"layer types {sorted(types)} are not supported by score_packed; use the reference backend")
 
 
-def _resolve_attention(model, attention: str) -> str:
+def _resolve_attention(device_type: str, attention: str) -> str:
     if attention == "auto":
-        return "segments" if model.device.type == "cpu" else "mask"
+        return "segments" if device_type == "cpu" else "mask"
     if attention not in ("segments", "mask"):
         raise ValueError(f"attention must be 'auto', 'segments' or 'mask', got {attention!r}")
     return attention
+
+
+# Measured defaults (docs/scoring.md): on CPU small passes keep activations in cache (1024 beat 2048/4096 by
+# 4-8% on SmolLM2-135M, 2 threads); on a GPU large passes fill the device.
+DEFAULT_TOKEN_BUDGET = {"cpu": 1024, "cuda": 16384}
+MIN_SPLIT_TOKENS = 8192
+
+
+def batch_plan(groups: Sequence[Group], device_type: str = "cpu", token_budget: int | None = None,
+               attention: str = "auto", split_tokens: int | None = None) -> tuple[str, list[list]]:
+    """The attention mode and the batches of packed units that score_groups will run, in order.
+
+    token_budget: input tokens per forward pass (segments: sum of unit lengths; mask: rows x longest row);
+    None picks DEFAULT_TOKEN_BUDGET for the device. split_tokens: a group longer than this is split into
+    several units (its prompt repeated); None means token_budget in mask mode (the B x T x T mask grows
+    with it) and max(token_budget, 8192) in segments mode, so that a prompt is shared by as many candidates
+    as possible. A unit longer than the budget runs in a pass of its own.
+    """
+    attention = _resolve_attention(device_type, attention)
+    if token_budget is None:
+        token_budget = DEFAULT_TOKEN_BUDGET.get(device_type, DEFAULT_TOKEN_BUDGET["cuda"])
+    if split_tokens is None:
+        split_tokens = token_budget if attention == "mask" else max(token_budget, MIN_SPLIT_TOKENS)
+    if token_budget < 1 or split_tokens < 1:
+        raise ValueError("token_budget and split_tokens must be positive")
+    return attention, _batches(_units(groups, split_tokens), token_budget, attention)
 
 
 # ---- attention, mode "mask": padded rows and a 4D block mask through the model's own sdpa/eager attention
@@ -185,6 +210,7 @@ def _attention_masks(model, seg, pos, dtype):
 # ---- attention, mode "segments": one unpadded sequence; attention computed per prompt and per response
 
 SEGMENTS_IMPL = "grape_segments"
+_SDPA_GQA = None  # whether sdpa takes enable_gqa (torch >= 2.5); set by _register_segments
 _LAYOUT: contextvars.ContextVar = contextvars.ContextVar("grape_segments_layout", default=None)
 
 
@@ -194,6 +220,27 @@ class _Layout:
     def __init__(self, spans):
         self.spans = spans
         self.masks: dict = {}
+        # Keys of a response = its prompt's keys + its own. The first fed response of a unit follows its prompt,
+        # so those are one slice; for the others, one index_select per layer gathers [prompt, response] copies.
+        self.plan, gather, off = [], [], 0
+        for a, p, resps in spans:
+            for i, (s, m) in enumerate(resps):
+                if i == 0 and s == a + p:
+                    self.plan.append((s, m, p, None))
+                else:
+                    self.plan.append((s, m, p, off))
+                    gather.extend(range(a, a + p))
+                    gather.extend(range(s, s + m))
+                    off += p + m
+        self.gather = gather
+        self.gather_t = None
+
+    def gather_index(self, device):
+        import torch
+
+        if self.gather_t is None:
+            self.gather_t = torch.tensor(self.gather, dtype=torch.long, device=device)
+        return self.gather_t
 
     def mask(self, m: int, p: int, window, dtype, device):
         """[m, p + m] additive: response token i (position p + i) sees keys j <= p + i (and p + i - j < window).
@@ -222,31 +269,46 @@ def _segment_attention(module, query, key, value, attention_mask, dropout=0.0, s
     layout = _LAYOUT.get()
     if layout is None:
         raise RuntimeError("grape_segments attention called outside score_engine")
-    if softcap is not None:
-        raise NotImplementedError("attention logit softcapping is not supported by attention='segments'")
-    n_rep = query.shape[1] // key.shape[1]
-    if n_rep > 1:
-        key = key.repeat_interleave(n_rep, dim=1)
-        value = value.repeat_interleave(n_rep, dim=1)
+    if softcap is not None or kwargs.get("s_aux") is not None:
+        raise NotImplementedError("attention softcapping / sinks are not supported by attention='segments'; "
+                                  "use attention='mask' with eager attention, or the reference backend")
+    gqa = {}
+    if query.shape[1] != key.shape[1]:
+        if _SDPA_GQA:
+            gqa = {"enable_gqa": True}
+        else:
+            n_rep = query.shape[1] // key.shape[1]
+            key, value = key.repeat_interleave(n_rep, dim=1), value.repeat_interleave(n_rep, dim=1)
     out = torch.empty_like(query)                     # [1, H, N, D]; 4D inputs take CPU sdpa's flash kernel
     window = sliding_window
-    for a, p, resps in layout.spans:
+    for a, p, _ in layout.spans:
         kp, vp = key[:, :, a:a + p], value[:, :, a:a + p]
         if window is None or p <= window:
-            out[:, :, a:a + p] = sdpa(query[:, :, a:a + p], kp, vp, is_causal=True, scale=scaling)
+            out[:, :, a:a + p] = sdpa(query[:, :, a:a + p], kp, vp, is_causal=True, scale=scaling, **gqa)
         else:
-            out[:, :, a:a + p] = sdpa(query[:, :, a:a + p], kp, vp, scale=scaling,
+            out[:, :, a:a + p] = sdpa(query[:, :, a:a + p], kp, vp, scale=scaling, **gqa,
                                       attn_mask=layout.mask(p, 0, window, query.dtype, query.device))
-        for s, m in resps:
-            kk = torch.cat([kp, key[:, :, s:s + m]], dim=2)
-            vv = torch.cat([vp, value[:, :, s:s + m]], dim=2)
-            out[:, :, s:s + m] = sdpa(query[:, :, s:s + m], kk, vv, scale=scaling,
-                                      attn_mask=layout.mask(m, p, window, query.dtype, query.device))
+    if layout.gather:
+        idx = layout.gather_index(key.device)
+        kg, vg = key.index_select(2, idx), value.index_select(2, idx)
+    for s, m, p, off in layout.plan:
+        if off is None:
+            kk, vv = key[:, :, s - p:s + m], value[:, :, s - p:s + m]
+        else:
+            kk, vv = kg[:, :, off:off + p + m], vg[:, :, off:off + p + m]
+        out[:, :, s:s + m] = sdpa(query[:, :, s:s + m], kk, vv, scale=scaling, **gqa,
+                                  attn_mask=layout.mask(m, p, window, query.dtype, query.device))
     return out.transpose(1, 2), None                  # [1, N, H, D]
 
 
 def _register_segments() -> None:
+    global _SDPA_GQA
+    import torch
     from transformers import AttentionInterface
+
+    if _SDPA_GQA is None:
+        major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+        _SDPA_GQA = (major, minor) >= (2, 5)
 
     AttentionInterface.register(SEGMENTS_IMPL, _segment_attention)
 
@@ -375,15 +437,15 @@ def _self_check(model, batch, results, tol: float | None) -> None:
             f"(model type {model.config.model_type!r}); use the reference backend for this model")
 
 
-def score_groups(model, groups: Sequence[Group], token_budget: int = 4096, head_chunk: int = 1024,
+def score_groups(model, groups: Sequence[Group], token_budget: int | None = None, head_chunk: int = 256,
                  pbar=None, self_check: bool = False, check_tol: float | None = None,
-                 attention: str = "auto") -> list[tuple]:
+                 attention: str = "auto", split_tokens: int | None = None) -> list[tuple]:
     """Score grouped examples. Returns [(key, sum_logprob, n_tokens)] in batch order."""
     import torch
 
-    if token_budget < 1 or head_chunk < 1:
-        raise ValueError("token_budget and head_chunk must be positive")
-    attention = _resolve_attention(model, attention)
+    if head_chunk < 1:
+        raise ValueError("head_chunk must be positive")
+    attention, batches = batch_plan(groups, model.device.type, token_budget, attention, split_tokens)
     _check_model(model, attention)
     if attention == "segments":
         _register_segments()
@@ -391,7 +453,7 @@ def score_groups(model, groups: Sequence[Group], token_budget: int = 4096, head_
     pad_id = pad_id if isinstance(pad_id, int) and 0 <= pad_id < model.config.vocab_size else 0
     out = []
     with torch.inference_mode():
-        for i, batch in enumerate(_batches(_units(groups, token_budget), token_budget, attention)):
+        for i, batch in enumerate(batches):
             res = _score_batch(model, batch, head_chunk, pad_id, attention)
             if self_check and i == 0:
                 _self_check(model, batch, res, check_tol)
@@ -401,13 +463,15 @@ def score_groups(model, groups: Sequence[Group], token_budget: int = 4096, head_
     return out
 
 
-def score_ids(model, examples: Iterable[tuple], token_budget: int = 4096, head_chunk: int = 1024,
-              self_check: bool = True, progress: bool = False, attention: str = "auto") -> dict:
+def score_ids(model, examples: Iterable[tuple], token_budget: int | None = None, head_chunk: int = 256,
+              self_check: bool = True, progress: bool = False, attention: str = "auto",
+              split_tokens: int | None = None) -> dict:
     """Token-level entry point: examples (key, prompt_ids, response_ids) -> {key: (sum_logprob, n_tokens)}."""
     groups = group_examples(examples)
     n = sum(len(g.keys) for g in groups)
     with tqdm(total=n, desc="score (packed)", unit="cand", disable=not progress) as pbar:
-        res = score_groups(model, groups, token_budget, head_chunk, pbar, self_check, attention=attention)
+        res = score_groups(model, groups, token_budget, head_chunk, pbar, self_check, attention=attention,
+                           split_tokens=split_tokens)
     return {k: (s, c) for k, s, c in res}
 
 
@@ -484,9 +548,10 @@ def _rows_out(prep: Prepared, results: Iterable[tuple]) -> list[dict]:
 
 
 def score_packed(model, tokenizer, template: Template, rows: Iterable[Mapping], max_length: int,
-                 overlong: str = "skip", token_budget: int = 4096, head_chunk: int = 1024, progress: bool = True,
+                 overlong: str = "skip", token_budget: int | None = None, head_chunk: int = 256, progress: bool = True,
                  on_chunk: Callable[[int, list[dict]], None] | None = None, chunk_size: int | None = None,
-                 self_check: bool = True, attention: str = "auto") -> tuple[list[dict], list[dict]]:
+                 self_check: bool = True, attention: str = "auto",
+                 split_tokens: int | None = None) -> tuple[list[dict], list[dict]]:
     """Score a pool; same contract as score_reference, rows sorted by candidate_id.
 
     chunk_size: score whole instructions in chunks of about this many candidates and call
@@ -498,7 +563,8 @@ def score_packed(model, tokenizer, template: Template, rows: Iterable[Mapping], 
     with tqdm(total=len(prep.meta), desc="score (packed)", unit="cand", disable=not progress) as pbar:
         for ci, chunk in enumerate(plan_chunks(prep.groups, chunk_size)):
             res = _rows_out(prep, score_groups(model, chunk, token_budget, head_chunk, pbar,
-                                               self_check=self_check and ci == 0, attention=attention))
+                                               self_check=self_check and ci == 0, attention=attention,
+                                               split_tokens=split_tokens))
             res.sort(key=lambda s: s["candidate_id"])
             if on_chunk is not None:
                 on_chunk(ci, res)
@@ -512,7 +578,7 @@ def score_packed(model, tokenizer, template: Template, rows: Iterable[Mapping], 
 # --------------------------------------------------------------------------------------------------
 
 def pool_fingerprint(template: Template, rows: Sequence[Mapping], max_length: int, overlong: str,
-                     token_budget: int, chunk_size: int, extra: Mapping | None = None) -> str:
+                     token_budget: int | None, chunk_size: int, extra: Mapping | None = None) -> str:
     """What a partial file's chunks depend on: the pool's text, the template, the length policy, the plan."""
     h = hashlib.sha256()
     h.update(json.dumps({"template": [template.prompt, template.response, template.score_eos],
@@ -550,10 +616,11 @@ def _read_partial(path: Path, fingerprint: str) -> dict[int, list[dict]]:
 
 def score_packed_resumable(model, tokenizer, template: Template, rows: Iterable[Mapping], max_length: int,
                            overlong: str = "skip", *, partial_path: str | os.PathLike, chunk_size: int = 512,
-                           token_budget: int = 4096, head_chunk: int = 1024, progress: bool = True,
+                           token_budget: int | None = None, head_chunk: int = 256, progress: bool = True,
                            fingerprint_extra: Mapping | None = None,
                            on_chunk: Callable[[int, list[dict]], None] | None = None,
-                           self_check: bool = True, attention: str = "auto") -> tuple[list[dict], list[dict]]:
+                           self_check: bool = True, attention: str = "auto",
+                 split_tokens: int | None = None) -> tuple[list[dict], list[dict]]:
     """score_packed that appends each finished chunk to `partial_path` (one JSON line per chunk, fsynced)
     and, when rerun, skips the chunks already there. The result is identical to an uninterrupted run.
 
@@ -564,7 +631,8 @@ def score_packed_resumable(model, tokenizer, template: Template, rows: Iterable[
     rows = list(rows)
     prep = prepare(tokenizer, template, rows, max_length, overlong)
     fp = pool_fingerprint(template, rows, max_length, overlong, token_budget, chunk_size,
-                          {"attention": _resolve_attention(model, attention), **dict(fingerprint_extra or {})})
+                          {"attention": _resolve_attention(model.device.type, attention), "split_tokens": split_tokens,
+                           "device": model.device.type, **dict(fingerprint_extra or {})})
     path = Path(partial_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_partial(path, fp)
@@ -580,7 +648,8 @@ def score_packed_resumable(model, tokenizer, template: Template, rows: Iterable[
                 pbar.update(len(keys))
                 continue
             res = _rows_out(prep, score_groups(model, chunk, token_budget, head_chunk, pbar,
-                                               self_check=self_check and first, attention=attention))
+                                               self_check=self_check and first, attention=attention,
+                                               split_tokens=split_tokens))
             first = False
             res.sort(key=lambda s: s["candidate_id"])
             line = json.dumps({"format": PARTIAL_FORMAT, "fingerprint": fp, "chunk": ci, "scored": res},

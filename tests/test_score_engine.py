@@ -88,7 +88,7 @@ def test_matches_reference(model, tok, attention):
     rows = _pool()
     ref, ref_skip = score_reference(model, tok, T, rows, 512, progress=False)
     got, skip = score_packed(model, tok, T, rows, 512, token_budget=256, head_chunk=16, progress=False,
-                             attention=attention)
+                             attention=attention, split_tokens=100)
     assert not ref_skip and not skip
     assert [r["candidate_id"] for r in got] == sorted(r["candidate_id"] for r in rows)
     ref = _by_id(ref)
@@ -119,10 +119,12 @@ def test_score_eos_and_eager_attention(tok):
 def test_invariant_to_budget_order_chunks_and_shards(model, tok):
     rows = _pool(9, seed=2)
     base, base_skip = score_packed(model, tok, T, rows, 512, token_budget=4096, progress=False)
+    assert base == score_packed(model, tok, T, rows, 512, token_budget=4096, progress=False)[0]  # deterministic
     selection = _select(base)
     variants = []
-    for budget in (64, 256):
-        variants.append(score_packed(model, tok, T, rows, 512, token_budget=budget, head_chunk=5, progress=False))
+    for budget, split in ((64, 40), (256, None), (4096, 30)):  # split: groups cut into several units
+        variants.append(score_packed(model, tok, T, rows, 512, token_budget=budget, head_chunk=5, progress=False,
+                                     split_tokens=split))
     shuffled = list(rows)
     random.Random(5).shuffle(shuffled)
     variants.append(score_packed(model, tok, T, shuffled, 512, progress=False))

@@ -61,6 +61,9 @@ def test_scores_and_grape_argmax(run):
     scores = rows(r / "scores/tiny_a.jsonl")
     meta = json.loads((r / "scores/tiny_a.jsonl.meta.json").read_text())
     assert len(scores) + meta["counts"]["skipped"] == len(pool)
+    assert meta["counts"]["shards"] == 2  # tiny scores in two scatter/gather shards
+    assert len(rows(r / "scores/tiny_a.skipped.jsonl")) == meta["counts"]["skipped"]
+    assert not list((r / "scores/tiny_a").glob("*.partial"))  # checkpoints are removed once a shard is done
     by_instruction = defaultdict(list)
     for s in scores:
         assert s["n_tokens"] > 0 and s["mean_logprob"] == pytest.approx(s["sum_logprob"] / s["n_tokens"])

@@ -36,6 +36,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     source=r"[A-Za-z0-9_.-]+",
     target=r"[A-Za-z0-9_.-]+",
+    shard=r"\d+",
     arm="|".join(ARMS),
 
 
