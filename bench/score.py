@@ -1,12 +1,15 @@
 """Benchmark of the scoring backends on one candidate pool (not a test).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/score.py                      # CPU, SmolLM2-135M, all methods
-    python bench/score.py --device cuda --random-shape llama3.1-8b       # GPU, random-init 8B shape, bf16
+    .venv/bin/python bench/score.py --resp-dist uniform                  # longer responses (less to share)
+    python bench/score.py --device cuda --random-shape llama3.1-8b --n-instructions 256   # GPU, random 8B, bf16
 
-Methods, each in a fresh subprocess (so peak memory is its own) on the same deterministic pool:
+Methods, each in a fresh subprocess (so peak memory is its own) on the same deterministic pool, timed as
+the best of --repeats runs after an untimed warm-up on one instruction:
   plain   grape.score.score_reference: one forward pass per candidate, full logits, log_softmax
   padded  batches of --padded-batch candidates, length-sorted, right-padded, full logits, log_softmax
-  engine  grape.score_engine: prompt shared per instruction, block mask, LM head on response positions
+  engine  grape.score_engine.score_packed: prompt shared per instruction, LM head on response positions
+          only (score_ids on random-id pools)
   vllm    grape.score_vllm (only when vllm is importable; text pools only)
 
 Columns:
@@ -14,15 +17,16 @@ Columns:
                (prompt + response tokens): the tokens the plain loop pushes through the model. The same
                numerator for every method, so the ratio is a speed-up on the same job.
   x plain      tok/s relative to the plain loop.
-  peak mem     CPU: peak RSS during the run (VmHWM, reset just before) minus the RSS before it (model loaded,
-               warmed up);
+  peak mem     CPU: peak RSS during the timed runs (VmHWM, reset just before) minus the RSS before them
+               (model loaded, warmed up);
                CUDA: torch.cuda.max_memory_allocated during the run minus the memory allocated before it.
-  eff FLOP/s   needed FLOPs / time, needed FLOPs = 2 x (non-embedding params + vocab x hidden) x candidate
-               tokens (the dense matmul work of the plain loop, attention left out); as a fraction of the
-               measured fp32 matmul peak (CPU) or of --peak-tflops (CUDA). Above 1.0 means less work was done.
-  done FLOP/s  the FLOPs the method actually performed (padding included; the engine: 2 x non-embedding params
-               per input token + 2 x vocab x hidden per scored position), / time, as a fraction of the peak:
-               how well the hardware was used.
+  eff GFLOP/s  needed FLOPs / time, needed FLOPs = 2 x (non-embedding params + vocab x hidden) x candidate
+               tokens (the dense matmul work of the plain loop, attention left out).
+  eff/peak     the same as a fraction of the fp32 2048^3 matmul FLOP/s measured in the same process (CPU)
+               or of --peak-tflops (CUDA). Above 1.0 means the method did less work than the plain loop.
+  done/peak    the FLOPs the method actually performed (padding included; the engine: 2 x non-embedding
+               params per input token + 2 x vocab x hidden per scored position) / time / peak: how well
+               the hardware was used.
   max|d mean|  largest |mean_logprob - plain loop's| over the pool.
 """
 
@@ -281,16 +285,19 @@ def worker(args) -> None:
         torch.cuda.reset_peak_memory_stats()
         mem0 = torch.cuda.memory_allocated()
     rss0 = _rss_reset()
-    _sync(device)
-    t = time.perf_counter()
-    scores = run(examples, rows if tok is not None else None)
-    _sync(device)
-    seconds = time.perf_counter() - t
+    times = []
+    for _ in range(args.repeats):  # best of N: other jobs on the machine only ever add time
+        _sync(device)
+        t = time.perf_counter()
+        scores = run(examples, rows if tok is not None else None)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    seconds = min(times)
     mem = ((torch.cuda.max_memory_allocated() - mem0) if device == "cuda"
-           else _rss_peak() - rss0)
+           else max(0, _rss_peak() - rss0))
     peak_after = matmul_peak(device, torch.float32 if device == "cpu" else runtime.dtype_for(device))
     cand_tokens = sum(len(p) + len(r) for _, p, r in examples)
-    result = {"method": args.method, "seconds": seconds, "cand_tokens": cand_tokens, "candidates": len(examples),
+    result = {"method": args.method, "seconds": seconds, "all_seconds": times, "cand_tokens": cand_tokens, "candidates": len(examples),
               "response_tokens": sum(len(r) for _, _, r in examples), "mem_bytes": mem,
               "needed_flops": cand_tokens * 2 * (n_body + n_head),
               "done_flops": work_done(args.method, examples, args, n_body, n_head),
@@ -317,6 +324,7 @@ def main(argv=None) -> None:
                     help="response lengths: loguniform (median ~45 tok, like sampled answers) or uniform")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per method; the fastest is reported")
     ap.add_argument("--token-budget", type=int, default=None, help="engine tokens per pass (default: 1024 CPU, 16384 CUDA)")
     ap.add_argument("--head-chunk", type=int, default=256)
     ap.add_argument("--attention", default="auto", choices=["auto", "segments", "mask"],
@@ -352,7 +360,7 @@ def main(argv=None) -> None:
                 continue
             results.append(json.loads(line[0][7:]))
             scores[m] = {k: tuple(v) for k, v in json.loads(out.read_text()).items()}
-            print(f"# {m}: {results[-1]['seconds']:.1f} s", flush=True)
+            print(f"# {m}: " + ", ".join(f"{x:.1f}" for x in results[-1]["all_seconds"]) + " s", flush=True)
     if not results:
         raise SystemExit("no method ran")
     r0 = results[0]
@@ -363,6 +371,7 @@ def main(argv=None) -> None:
     print(f"pool: {args.n_instructions} instructions x {args.candidates} candidates, prompt ~{args.prompt_tokens} tok, "
           f"responses {args.resp_min}-{args.resp_max} tok ({args.resp_dist}); {r0['candidates']} candidates, {r0['cand_tokens']} candidate "
           f"tokens ({r0['response_tokens']} response tokens)")
+    print(f"timing: best of {args.repeats} runs per method, each method in its own process after a warm-up")
     print(f"engine: token_budget {args.token_budget or 'auto'}, head_chunk {args.head_chunk}, attention {args.attention}; "
           f"padded: batch {args.padded_batch}")
     print(f"load average (1 min) before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f} "

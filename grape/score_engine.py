@@ -604,7 +604,7 @@ def _read_partial(path: Path, fingerprint: str) -> dict[int, list[dict]]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             break
-        if rec.get("format") != PARTIAL_FORMAT or rec.get("fingerprint") != fingerprint:
+        if not isinstance(rec, dict) or rec.get("format") != PARTIAL_FORMAT or rec.get("fingerprint") != fingerprint:
             raise ValueError(f"{path}: partial scores from a different pool, model or settings; delete it to start over")
         done[int(rec["chunk"])] = rec["scored"]
         good += len(line)
