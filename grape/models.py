@@ -122,6 +122,17 @@ def resolve(folder: str | Path) -> tuple[str, dict]:
     return manifest.get("path", str(folder)), manifest
 
 
+def context_length(folder: str | Path) -> int | None:
+    """The model's trained context (max_position_embeddings) from its config.json, when the folder has one."""
+    path, _ = resolve(folder)
+    config = Path(path) / "config.json"
+    if not config.exists():
+        return None
+    cfg = json.loads(config.read_text())
+    value = cfg.get("max_position_embeddings") or cfg.get("text_config", {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
 def load_tokenizer(folder: str | Path, padding_side: str = "right"):
     from transformers import AutoTokenizer
 

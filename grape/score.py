@@ -85,26 +85,28 @@ def run(params: Mapping, model_dir: str, pool_path: str, out: str, skipped_out: 
     rows = score_engine.shard_rows(pool, shard, shards)
     tok = models.load_tokenizer(model_dir)
     partial = Path(f"{out}.partial")
+    # Never score past the model's trained context: `max_length` is capped by it (vLLM needs one slot more).
+    context = models.context_length(model_dir)
+    max_length = min(s["max_length"], context - (s["backend"] == "vllm")) if context else s["max_length"]
     if s["backend"] == "vllm":
         from grape.score_vllm import score_vllm
 
-        path, _ = models.resolve(model_dir)
-        scored, skipped = score_vllm(path, tok, template, rows, s["max_length"], s["overlong"], seed=params["seed"])
+        scored, skipped = score_vllm(model_dir, tok, template, rows, max_length, s["overlong"], seed=params["seed"])
     else:
         model = models.load_model(model_dir)
         if s["backend"] == "reference":
-            scored, skipped = score_reference(model, tok, template, rows, s["max_length"], s["overlong"])
+            scored, skipped = score_reference(model, tok, template, rows, max_length, s["overlong"])
             scored.sort(key=lambda r: r["candidate_id"])
             skipped.sort(key=lambda r: r["candidate_id"])
         else:
             scored, skipped = score_engine.score_packed_resumable(
-                model, tok, template, rows, s["max_length"], s["overlong"], partial_path=partial,
+                model, tok, template, rows, max_length, s["overlong"], partial_path=partial,
                 chunk_size=s["chunk_size"], token_budget=s["token_budget"], head_chunk=s["head_chunk"],
                 fingerprint_extra={"model": str(Path(model_dir).resolve()), "dtype": str(model.dtype)})
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
     partial.unlink(missing_ok=True)
-    return {"backend": s["backend"], "shard": shard, "shards": shards, "candidates": len(rows),
+    return {"backend": s["backend"], "shard": shard, "shards": shards, "max_length": max_length, "candidates": len(rows),
             "scored": len(scored), "truncated": sum(r["truncated"] for r in scored), "skipped": len(skipped),
             "skipped_by_reason": _reasons(skipped)}
 

@@ -65,3 +65,25 @@ def test_fit_to_length_reasons():
     assert fit_to_length([1], [], 10, "skip") == (None, "skip:empty_response")
     assert fit_to_length([1], [2, 3], 10, "skip") == ([2, 3], "ok")
     assert fit_to_length([1] * 8, [2, 3, 4], 10, "truncate") == ([2, 3], "truncated")
+
+
+@pytest.mark.parametrize("backend", ["reference", "hf"])
+def test_stage_caps_max_length_at_the_model_context_and_lists_skips(tiny_model_dir, tmp_path, backend):
+    import json
+
+    from grape import score
+    from grape.io import read_jsonl
+
+    rows = _rows() + [{"candidate_id": "q9:s:0", "instruction_id": "q9", "instruction": "Count.",
+                       "response": " ".join(["one two three"] * 400), "source": "s"}]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({**r, "sample_index": 0, "answer": "1", "correct": True}) + "\n" for r in rows))
+    params = {"threads": 2, "seed": 0, "template": {},
+              "score": {"backend": backend, "max_length": 4096, "overlong": "skip", "token_budget": None,
+                        "head_chunk": 64, "chunk_size": 2, "shards": 1}}
+    out, skipped = tmp_path / "s.jsonl", tmp_path / "k.jsonl"
+    counts = score.run(params, str(tiny_model_dir), str(pool), str(out), str(skipped))
+    assert counts["max_length"] == 512  # the tiny model's max_position_embeddings
+    assert read_jsonl(skipped) == [{"candidate_id": "q9:s:0", "reason": "over_context"}]
+    assert [r["candidate_id"] for r in read_jsonl(out)] == sorted(r["candidate_id"] for r in _rows())
+    assert not (tmp_path / "s.jsonl.partial").exists()
