@@ -13,7 +13,7 @@ that alone fills the context is always skipped and counted.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from tqdm import tqdm
 
@@ -35,11 +35,20 @@ def fit_to_length(prompt_ids: list[int], response_ids: list[int], max_length: in
     return None, "skip:over_context"
 
 
+def reference_logprob_ids(model, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> float:
+    """sum log p(response | prompt) by one plain forward pass: full logits, fp32 log_softmax, fp64 sum."""
+    import torch
+
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=model.device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1: -1].float()
+    logp = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids):, None]).squeeze(1)
+    return float(logp.double().sum())
+
+
 def score_reference(model, tokenizer, template: Template, rows: Iterable[Mapping], max_length: int,
                     overlong: str = "skip", progress: bool = True) -> tuple[list[dict], list[dict]]:
     """One forward pass per candidate. Returns (scored rows, skipped rows with their reason)."""
-    import torch
-
     scored, skipped = [], []
     rows = list(rows)
     for row in tqdm(rows, desc="score (reference)", unit="cand", disable=not progress):
@@ -48,11 +57,7 @@ def score_reference(model, tokenizer, template: Template, rows: Iterable[Mapping
         if r is None:
             skipped.append({"candidate_id": row["candidate_id"], "reason": status.split(":", 1)[1]})
             continue
-        ids = torch.tensor([p + r], device=model.device)
-        with torch.inference_mode():
-            logits = model(input_ids=ids).logits[0, len(p) - 1: -1].float()
-        logp = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(p):, None]).squeeze(1)
-        total = float(logp.double().sum())
+        total = reference_logprob_ids(model, p, r)
         scored.append({"candidate_id": row["candidate_id"], "instruction_id": row["instruction_id"],
                        "source": row["source"], "n_tokens": len(r), "sum_logprob": total,
                        "mean_logprob": total / len(r), "truncated": status == "truncated"})

@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from tqdm import tqdm
 
-from grape.score import fit_to_length
+from grape.score import fit_to_length, reference_logprob_ids  # noqa: F401 (the plain formula, re-exported)
 from grape.template import Template
 
 ROW_FIELDS = ("candidate_id", "instruction_id", "instruction", "response", "source")
@@ -406,17 +406,6 @@ def _score_batch(model, batch, head_chunk: int, pad_id: int, attention: str) -> 
     sums = torch.zeros(len(keys), dtype=torch.float64, device=device)
     sums.index_add_(0, tgt_slot_t, logp.double())
     return [(k, float(v), n) for k, v, n in zip(keys, sums.tolist(), counts)]
-
-
-def reference_logprob_ids(model, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> float:
-    """sum log p(response | prompt) by one plain forward pass (the formula of score_reference)."""
-    import torch
-
-    ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=model.device)
-    with torch.inference_mode():
-        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1: -1].float()
-    logp = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids):, None]).squeeze(1)
-    return float(logp.double().sum())
 
 
 def _self_check(model, batch, results, tol: float | None) -> None:
