@@ -13,6 +13,7 @@ that alone fills the context is always skipped and counted.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
 from tqdm import tqdm
@@ -65,10 +66,7 @@ def score_reference(model, tokenizer, template: Template, rows: Iterable[Mapping
 
 
 def _reasons(skipped: list[dict]) -> dict[str, int]:
-    reasons: dict[str, int] = {}
-    for row in skipped:
-        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
-    return reasons
+    return dict(Counter(row["reason"] for row in skipped))
 
 
 def run(params: Mapping, model_dir: str, pool_path: str, out: str, skipped_out: str,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from grape.io import read_jsonl
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -28,7 +30,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 @pytest.fixture(scope="module")
