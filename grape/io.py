@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 
 class DataError(ValueError):
@@ -25,19 +25,40 @@ class DataError(ValueError):
         self.path, self.line, self.field, self.problem = str(path), line, field, problem
 
 
-# A row spec maps field name -> (allowed python types, required, non_empty).
-RowSpec = Mapping[str, tuple[tuple[type, ...], bool, bool]]
+class Field(NamedTuple):
+    """One field of a row spec (`grape.contracts`): its allowed types, whether it must be present, whether a
+    string must be non-blank, and what it means (for docs and error messages)."""
 
-_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list", dict: "object",
-               type(None): "null"}
+    types: tuple[type, ...]
+    required: bool = True
+    non_empty: bool = False
+    doc: str = ""
 
 
-def _check_row(path, lineno: int, row: Any, spec: RowSpec | None) -> None:
+# A row spec maps field name -> Field.
+RowSpec = Mapping[str, Field]
+
+_TYPE_NAMES = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "list",
+    dict: "object",
+    type(None): "null",
+}
+
+
+def check_row(path, lineno: int | None, row: Any, spec: RowSpec | None, require: Mapping[str, str] = ()) -> None:
+    """Check one row against `spec`; `require` names optional fields this caller needs, with the reason."""
     if not isinstance(row, dict):
         raise DataError(path, lineno, None, f"expected a JSON object, got {type(row).__name__}")
+    for field, why in dict(require).items():
+        if row.get(field) is None:
+            raise DataError(path, lineno, field, f"missing ({why})")
     if spec is None:
         return
-    for field, (types, required, non_empty) in spec.items():
+    for field, (types, required, non_empty, _) in spec.items():
         if field not in row:
             if required:
                 raise DataError(path, lineno, field, "missing")
@@ -51,15 +72,28 @@ def _check_row(path, lineno: int, row: Any, spec: RowSpec | None) -> None:
             raise DataError(path, lineno, field, "empty")
 
 
-def read_jsonl(path: str | os.PathLike, spec: RowSpec | None = None, unique: str | None = None) -> list[dict]:
+def read_jsonl(
+    path: str | os.PathLike,
+    spec: RowSpec | None = None,
+    unique: str | None = None,
+    require: Mapping[str, str] = (),
+    non_empty: str | None = None,
+) -> list[dict]:
     """Read every row of a JSONL file, validating each against `spec`.
 
     `unique` names a field whose values must not repeat (an id). Blank lines are allowed and skipped.
+    `require`: optional fields of the spec this caller needs ({field: why}). `non_empty`: when set, a file
+    without rows is an error whose message says what was expected (e.g. "the candidate pool written by verify").
     """
-    return list(iter_jsonl(path, spec, unique))
+    rows = list(iter_jsonl(path, spec, unique, require))
+    if non_empty and not rows:
+        raise DataError(path, None, None, f"no rows: expected {non_empty}")
+    return rows
 
 
-def iter_jsonl(path: str | os.PathLike, spec: RowSpec | None = None, unique: str | None = None) -> Iterator[dict]:
+def iter_jsonl(
+    path: str | os.PathLike, spec: RowSpec | None = None, unique: str | None = None, require: Mapping[str, str] = ()
+) -> Iterator[dict]:
     seen: dict[Any, int] = {}
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -73,7 +107,7 @@ def iter_jsonl(path: str | os.PathLike, spec: RowSpec | None = None, unique: str
                 row = json.loads(text)
             except json.JSONDecodeError as err:
                 raise DataError(path, lineno, None, f"malformed JSON: {err.msg} at column {err.colno}") from None
-            _check_row(path, lineno, row, spec)
+            check_row(path, lineno, row, spec, require)
             if unique is not None:
                 key = row.get(unique)
                 if key in seen:

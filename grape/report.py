@@ -1,6 +1,7 @@
 """The `report` stage: the results table and the figures of one experiment.
 
-Reads the experiment's outputs under `results/<exp>/` and writes, into the report folder:
+Reads exactly the files the workflow hands it (`Inputs`): every evaluation, every fine-tuned model's
+`train_log.json`, every selection, every target's scores and the verify counts. Writes, into the report folder:
 - results.csv: target x arm (plus the untuned `base`): accuracy with a bootstrap interval, the
   number of test problems, training examples, training tokens and response tokens;
 - verify_counts.csv: candidates generated / correct / dropped (by reason) / kept, per source;
@@ -13,16 +14,51 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-import json
 from collections import Counter
+from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from grape.io import atomic_path, read_jsonl
+from grape.contracts import EVAL_SAMPLE, SCORED, SELECTION
+from grape.io import DataError, atomic_path, check_row, read_json, read_jsonl
+
+
+@dataclass
+class Inputs:
+    """The report's input files, in the order the workflow lists them (targets outer, arms inner)."""
+
+    evals: Sequence[str]  # evaluate/<target>/<arm>.json for arm in [base, *arms]
+    trained: Sequence[str]  # sft/<target>/<arm>/ for arm in arms
+    selections: Sequence[str]  # selections/<target>/<arm>.jsonl for arm in arms
+    scores: Sequence[str]  # scores/<target>.jsonl
+    verify_counts: str  # pool/verify_counts.json
+
+    def keyed(self, params: Mapping) -> dict:
+        """Map each (target, arm) to its files, checking that the names agree with the order."""
+        targets, arms = list(params["targets"]), list(params["arms"])
+        out = {"evals": {}, "trained": {}, "selections": {}, "scores": {}}
+        for field, keys in (
+            ("evals", list(product(targets, ["base", *arms]))),
+            ("trained", list(product(targets, arms))),
+            ("selections", list(product(targets, arms))),
+            ("scores", [(t, None) for t in targets]),
+        ):
+            paths = list(getattr(self, field))
+            if len(paths) != len(keys):
+                raise ValueError(f"report: {len(paths)} {field} files for {len(keys)} expected ({keys})")
+            for (target, arm), path in zip(keys, paths):
+                p = Path(path)
+                name = p.name.removesuffix(".jsonl").removesuffix(".json")
+                expect = (target, arm) if arm else (target,)
+                got = (p.parent.name, name) if arm else (name,)
+                if got != expect:
+                    raise ValueError(f"report: {path} is not the {field} file of {'/'.join(expect)}")
+                out[field][(target, arm) if arm else target] = p
+        return out
 
 
 def bootstrap_ci(correct: list[float], n_boot: int, ci: float, seed: int) -> tuple[float, float]:
@@ -36,46 +72,79 @@ def bootstrap_ci(correct: list[float], n_boot: int, ci: float, seed: int) -> tup
     return float(lo), float(hi)
 
 
-def results_table(params: Mapping, root: Path) -> pd.DataFrame:
+def _eval_samples(path: Path) -> tuple[dict, list[float]]:
+    ev = read_json(path)
+    samples = ev.get("samples") if isinstance(ev, dict) else None
+    if not samples:
+        raise DataError(path, None, "samples", "missing or empty: expected lm-eval's per-problem results")
+    for sample in samples:
+        check_row(path, None, sample, EVAL_SAMPLE)
+    return ev, [float(s["correct"]) for s in samples]
+
+
+def results_table(params: Mapping, files: Mapping) -> pd.DataFrame:
     rows = []
     rep = params["report"]
     for target in params["targets"]:
         for arm in ["base", *params["arms"]]:
-            ev = json.loads((root / "eval" / target / f"{arm}.json").read_text())
-            correct = [s["correct"] for s in ev["samples"]]
+            ev, correct = _eval_samples(files["evals"][(target, arm)])
             lo, hi = bootstrap_ci(correct, rep["bootstrap"], rep["ci"], params["seed"])
-            row = {"target": target, "arm": arm, "accuracy": ev["accuracy"], "ci_low": lo, "ci_high": hi,
-                   "n_test": ev["n"], "train_examples": 0, "train_tokens": 0, "train_response_tokens": 0,
-                   "train_loss_first": None, "train_loss_last": None}
+            row = {
+                "target": target,
+                "arm": arm,
+                "accuracy": ev["accuracy"],
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_test": ev["n"],
+                "train_examples": 0,
+                "train_tokens": 0,
+                "train_response_tokens": 0,
+                "train_loss_first": None,
+                "train_loss_last": None,
+            }
             if arm != "base":
-                log = json.loads((root / "sft" / target / arm / "train_log.json").read_text())["counts"]
-                row.update(train_examples=log["examples"], train_tokens=log["tokens"],
-                           train_response_tokens=log["response_tokens"], train_loss_first=log["first_loss"],
-                           train_loss_last=log["last_loss"])
+                log = read_json(files["trained"][(target, arm)] / "train_log.json")["counts"]
+                row.update(
+                    train_examples=log["examples"],
+                    train_tokens=log["tokens"],
+                    train_response_tokens=log["response_tokens"],
+                    train_loss_first=log["first_loss"],
+                    train_loss_last=log["last_loss"],
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def selection_sources(params: Mapping, root: Path) -> pd.DataFrame:
+def selection_sources(params: Mapping, files: Mapping) -> pd.DataFrame:
     rows = []
     for target in params["targets"]:
         for arm in params["arms"]:
-            counts = Counter(r["source"] for r in read_jsonl(root / "selections" / target / f"{arm}.jsonl"))
+            counts = Counter(r["source"] for r in read_jsonl(files["selections"][(target, arm)], SELECTION))
             total = sum(counts.values())
             for src in ["original", *params["sources"]]:
-                rows.append({"target": target, "arm": arm, "source": src, "selected": counts.get(src, 0),
-                             "share": counts.get(src, 0) / total if total else 0.0})
+                rows.append(
+                    {
+                        "target": target,
+                        "arm": arm,
+                        "source": src,
+                        "selected": counts.get(src, 0),
+                        "share": counts.get(src, 0) / total if total else 0.0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def score_frame(params: Mapping, root: Path) -> pd.DataFrame:
+def score_frame(params: Mapping, files: Mapping) -> pd.DataFrame:
     frames = []
     for target in params["targets"]:
-        df = pd.DataFrame(read_jsonl(root / "scores" / f"{target}.jsonl"))
+        df = pd.DataFrame(read_jsonl(files["scores"][target], SCORED))
         if not df.empty:
             frames.append(df.assign(target=target)[["target", "source", "mean_logprob", "n_tokens"]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["target", "source", "mean_logprob", "n_tokens"])
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["target", "source", "mean_logprob", "n_tokens"])
+    )
 
 
 def _save(fig, path: Path) -> None:
@@ -142,35 +211,47 @@ def _svg_inline(path: Path) -> str:
     return f'<img src="data:image/svg+xml;base64,{base64.b64encode(path.read_bytes()).decode()}"/>'
 
 
-def run(params: Mapping, results_dir: str, output_dir: str) -> dict:
+def run(params: Mapping, inputs: Inputs, output_dir: str) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    root, out = Path(results_dir), Path(output_dir)
+    files, out = inputs.keyed(params), Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = results_table(params, root)
-    shares = selection_sources(params, root)
-    verify = pd.DataFrame(json.loads((root / "pool" / "verify_counts.json").read_text()))
-    scores = score_frame(params, root)
+    table = results_table(params, files)
+    shares = selection_sources(params, files)
+    verify = pd.DataFrame(read_json(inputs.verify_counts))
+    scores = score_frame(params, files)
     for name, df in (("results.csv", table), ("selection_sources.csv", shares), ("verify_counts.csv", verify)):
         with atomic_path(out / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.4f")
     plot_accuracy(table, out / "accuracy.svg")
     plot_source_share(shares, out / "source_share.svg")
     plot_scores(scores, out / "score_dist.svg")
-    score_summary = (scores.groupby(["target", "source"])["mean_logprob"].describe()[["count", "mean", "50%"]]
-                     .reset_index() if not scores.empty else pd.DataFrame())
-    body = [f"<h1>GRAPE experiment: {html.escape(str(root.name))}</h1>",
-            "<h2>Accuracy per arm</h2>", table.to_html(index=False, float_format="%.3f"),
-            _svg_inline(out / "accuracy.svg"),
-            "<h2>Correctness filter</h2>", verify.to_html(index=False),
-            "<h2>Selected responses by source</h2>", _svg_inline(out / "source_share.svg"),
-            "<h2>Scores by source</h2>", score_summary.to_html(index=False, float_format="%.3f"),
-            _svg_inline(out / "score_dist.svg")]
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>GRAPE report</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
-            + "\n".join(body) + "</body></html>")
+    score_summary = (
+        scores.groupby(["target", "source"])["mean_logprob"].describe()[["count", "mean", "50%"]].reset_index()
+        if not scores.empty
+        else pd.DataFrame()
+    )
+    body = [
+        f"<h1>GRAPE experiment: {html.escape(str(params['name']))}</h1>",
+        "<h2>Accuracy per arm</h2>",
+        table.to_html(index=False, float_format="%.3f"),
+        _svg_inline(out / "accuracy.svg"),
+        "<h2>Correctness filter</h2>",
+        verify.to_html(index=False),
+        "<h2>Selected responses by source</h2>",
+        _svg_inline(out / "source_share.svg"),
+        "<h2>Scores by source</h2>",
+        score_summary.to_html(index=False, float_format="%.3f"),
+        _svg_inline(out / "score_dist.svg"),
+    ]
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>GRAPE report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>"
+    )
     with atomic_path(out / "summary.html") as tmp:
         tmp.write_text(page)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -29,8 +29,11 @@ class Template:
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "Template":
-        return cls(prompt=cfg.get("prompt", DEFAULT_PROMPT), response=cfg.get("response", DEFAULT_RESPONSE),
-                   score_eos=bool(cfg.get("score_eos", False)))
+        return cls(
+            prompt=cfg.get("prompt", DEFAULT_PROMPT),
+            response=cfg.get("response", DEFAULT_RESPONSE),
+            score_eos=bool(cfg.get("score_eos", False)),
+        )
 
     def render_prompt(self, instruction: str) -> str:
         return self.prompt.replace("{instruction}", instruction)
@@ -38,7 +41,9 @@ class Template:
     def render_response(self, response: str) -> str:
         return self.response.replace("{response}", response)
 
-    def tokenize(self, tokenizer, instruction: str, response: str, add_eos: bool = False) -> tuple[list[int], list[int]]:
+    def tokenize(
+        self, tokenizer, instruction: str, response: str, add_eos: bool = False
+    ) -> tuple[list[int], list[int]]:
         """Return (prompt_ids, response_ids). The prompt gets the tokenizer's usual special tokens (BOS)."""
         prompt_ids = list(tokenizer(self.render_prompt(instruction), add_special_tokens=True)["input_ids"])
         response_ids = list(tokenizer(self.render_response(response), add_special_tokens=False)["input_ids"])

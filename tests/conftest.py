@@ -28,7 +28,8 @@ def tiny(tiny_model_dir):
     """(model, tokenizer) of the tiny random Llama, fp32 on CPU."""
     import torch
 
-    from grape import models
+    from grape import model_folder
 
     runtime.setup(threads=2)
-    return models.load_model(tiny_model_dir, dtype=torch.float32, device="cpu"), models.load_tokenizer(tiny_model_dir)
+    model = model_folder.load_model(tiny_model_dir, dtype=torch.float32, device="cpu")
+    return model, model_folder.load_tokenizer(tiny_model_dir)

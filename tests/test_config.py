@@ -21,13 +21,16 @@ def test_overrides_apply_and_are_typed():
     assert cfg["sft"]["lr"] == 0.5 and cfg["sample"]["n"] == 3 and cfg["select"]["arms"] == ["grape", "random"]
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["+sft.foo=1"], "sft.foo"),
-    (["sft.lr=fast"], "sft.lr"),
-    (["sample.n=0"], "sample.n"),
-    (["score.overlong=drop"], "score.overlong"),
-    (["select.arms=[grape,best]"], "select.arms"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["+sft.foo=1"], "sft.foo"),
+        (["sft.lr=fast"], "sft.lr"),
+        (["sample.n=0"], "sample.n"),
+        (["score.overlong=drop"], "score.overlong"),
+        (["select.arms=[grape,best]"], "select.arms"),
+    ],
+)
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
         gconfig.compose("tiny", overrides)
@@ -48,13 +51,18 @@ def test_cross_checks():
 
 
 def test_snakemake_config_becomes_hydra_overrides():
-    exp, ov = gconfig.overrides_from_mapping({"experiment": "tiny", "sft": {"lr": 0.02},
-                                              "overrides": "sample.n=5 'eval.until=[\"x y\"]'",
-                                              "sample": {"stop": ["\n\n"]}})
+    exp, ov = gconfig.overrides_from_mapping(
+        {
+            "experiment": "tiny",
+            "sft": {"lr": 0.02},
+            "overrides": "sample.n=5 'evaluate.until=[\"x y\"]'",
+            "sample": {"stop": ["\n\n"]},
+        }
+    )
     assert exp == "tiny"
     cfg = gconfig.compose(exp, ov)
     assert cfg["sft"]["lr"] == 0.02 and cfg["sample"]["n"] == 5 and cfg["sample"]["stop"] == ["\n\n"]
-    assert cfg["eval"]["until"] == ["x y"]
+    assert cfg["evaluate"]["until"] == ["x y"]
 
 
 def test_written_config_round_trips_and_is_left_alone_when_unchanged(tmp_path):
@@ -83,8 +91,9 @@ def test_stage_params_are_slices():
     # a change to SFT leaves the sampling and scoring slices (their rerun triggers) untouched
     for stage, wc in [("sample", {"source": "tiny_a"}), ("score", {"target": "tiny_a"}), ("data", {})]:
         assert gconfig.stage_params(cfg, stage, **wc) == gconfig.stage_params(changed, stage, **wc)
-    assert gconfig.stage_params(cfg, "sft", target="tiny_a", arm="grape") != \
-        gconfig.stage_params(changed, "sft", target="tiny_a", arm="grape")
+    assert gconfig.stage_params(cfg, "sft", target="tiny_a", arm="grape") != gconfig.stage_params(
+        changed, "sft", target="tiny_a", arm="grape"
+    )
 
 
 @pytest.mark.parametrize("text", ["plain", "it's", "back\\slash", "ends\\", "quote\\'d", "\n\nQuestion:", ""])

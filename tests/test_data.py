@@ -6,15 +6,16 @@ import json
 
 import pytest
 
-from grape import data
+from grape.data.jsonl import load_user_splits
+from grape.word_problems import demo_splits
 from grape.io import DataError
 from grape.verify import extract_answer, is_correct
 
 
 def test_demo_splits_are_deterministic_and_disjoint():
-    a = data.demo_splits(40, 30, 2, seed=0)
-    assert a == data.demo_splits(40, 30, 2, seed=0)
-    assert a != data.demo_splits(40, 30, 2, seed=1)
+    a = demo_splits(40, 30, 2, seed=0)
+    assert a == demo_splits(40, 30, 2, seed=0)
+    assert a != demo_splits(40, 30, 2, seed=1)
     train, test = a
     assert len(train) == 40 and len(test) == 30
     assert not {r["instruction"] for r in train} & {r["instruction"] for r in test}
@@ -22,7 +23,7 @@ def test_demo_splits_are_deterministic_and_disjoint():
 
 
 def test_references_are_correct_and_answers_are_integers():
-    train, test = data.demo_splits(200, 50, 2, seed=3)
+    train, test = demo_splits(200, 50, 2, seed=3)
     for row in train:
         assert is_correct(row["response"], row["answer"]), row
         assert row["response"].rstrip().endswith(f"The answer is {row['answer']}.")
@@ -30,17 +31,21 @@ def test_references_are_correct_and_answers_are_integers():
 
 
 def test_one_step_problems_are_short():
-    train, _ = data.demo_splits(50, 0, 1, seed=0)
+    train, _ = demo_splits(50, 0, 1, seed=0)
     assert max(len(r["instruction"].split()) for r in train) < 40
 
 
 def test_user_jsonl_splits_are_validated(tmp_path):
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train.write_text(json.dumps({"id": "q1", "instruction": "1+1?", "response": "2", "answer": 2}) + "\n")
-    test.write_text(json.dumps({"id": "t1", "instruction": "2+2?", "answer": "4"}) + "\n"
-                    + json.dumps({"id": "t2", "answer": "5"}) + "\n")
+    test.write_text(
+        json.dumps({"id": "t1", "instruction": "2+2?", "answer": "4"})
+        + "\n"
+        + json.dumps({"id": "t2", "answer": "5"})
+        + "\n"
+    )
     with pytest.raises(DataError, match=r"test.jsonl:2.*'instruction'"):
-        data.load_user_splits(str(train), str(test))
+        load_user_splits(str(train), str(test))
     test.write_text(json.dumps({"id": "t1", "instruction": "2+2?", "answer": "4"}) + "\n")
-    tr, te = data.load_user_splits(str(train), str(test))
+    tr, te = load_user_splits(str(train), str(test))
     assert tr[0]["answer"] == "2" and te[0]["answer"] == "4"

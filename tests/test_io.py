@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from grape.io import DataError, atomic_path, read_jsonl, write_jsonl
+from grape.io import DataError, Field, atomic_path, read_jsonl, write_jsonl
 
-SPEC = {"id": ((str,), True, True), "response": ((str,), True, True), "n": ((int,), False, False)}
+SPEC = {"id": Field((str,), True, True), "response": Field((str,), True, True), "n": Field((int,), False, False)}
 
 
 def _write(path, lines):
@@ -27,15 +27,18 @@ def test_reads_valid_rows_and_skips_blank_lines(tmp_path):
     assert [r["id"] for r in read_jsonl(p, SPEC, unique="id")] == ["a", "b"]
 
 
-@pytest.mark.parametrize("lines, line_no, field, words", [
-    (['{"id": "a", "response": "x"}', '{"id": "b", "response": '], 2, None, "JSON"),
-    (['{"id": "a"}'], 1, "response", "missing"),
-    (['{"id": "a", "response": ""}'], 1, "response", "empty"),
-    (['{"id": "a", "response": "   "}'], 1, "response", "empty"),
-    (['{"id": "a", "response": 5}'], 1, "response", "string"),
-    (['{"id": "a", "response": "x", "n": "3"}'], 1, "n", "integer"),
-    (['[1, 2]'], 1, None, "object"),
-])
+@pytest.mark.parametrize(
+    "lines, line_no, field, words",
+    [
+        (['{"id": "a", "response": "x"}', '{"id": "b", "response": '], 2, None, "JSON"),
+        (['{"id": "a"}'], 1, "response", "missing"),
+        (['{"id": "a", "response": ""}'], 1, "response", "empty"),
+        (['{"id": "a", "response": "   "}'], 1, "response", "empty"),
+        (['{"id": "a", "response": 5}'], 1, "response", "string"),
+        (['{"id": "a", "response": "x", "n": "3"}'], 1, "n", "integer"),
+        (["[1, 2]"], 1, None, "object"),
+    ],
+)
 def test_bad_rows_name_file_line_field(tmp_path, lines, line_no, field, words):
     p = _write(tmp_path / "bad.jsonl", lines)
     msg = _error(p)
@@ -46,8 +49,10 @@ def test_bad_rows_name_file_line_field(tmp_path, lines, line_no, field, words):
 
 
 def test_duplicate_id_names_both_lines(tmp_path):
-    p = _write(tmp_path / "dup.jsonl", ['{"id": "a", "response": "x"}', '{"id": "b", "response": "y"}',
-                                        '{"id": "a", "response": "z"}'])
+    p = _write(
+        tmp_path / "dup.jsonl",
+        ['{"id": "a", "response": "x"}', '{"id": "b", "response": "y"}', '{"id": "a", "response": "z"}'],
+    )
     msg = _error(p, unique="id")
     assert "dup.jsonl:3" in msg and "'id'" in msg and "line 1" in msg
 

@@ -6,17 +6,29 @@ import math
 
 import pytest
 
-from grape.score import fit_to_length, score_reference
+from grape.score.tokens import fit_to_length
 from grape.template import Template
+from helpers import score_reference
 
 
 def _rows():
     out = []
-    for i, (q, resps) in enumerate([("Tom has 3 apples and gets 2 more. How many?", ["5", "3 + 2 = 5. The answer is 5."]),
-                                    ("What is 7 minus 4?", ["7 - 4 = 3", "The answer is 3.", "It is three"])]):
+    for i, (q, resps) in enumerate(
+        [
+            ("Tom has 3 apples and gets 2 more. How many?", ["5", "3 + 2 = 5. The answer is 5."]),
+            ("What is 7 minus 4?", ["7 - 4 = 3", "The answer is 3.", "It is three"]),
+        ]
+    ):
         for k, resp in enumerate(resps):
-            out.append({"candidate_id": f"q{i}:s:{k}", "instruction_id": f"q{i}", "instruction": q,
-                        "response": resp, "source": "s"})
+            out.append(
+                {
+                    "candidate_id": f"q{i}:s:{k}",
+                    "instruction_id": f"q{i}",
+                    "instruction": q,
+                    "response": resp,
+                    "source": "s",
+                }
+            )
     return out
 
 
@@ -67,20 +79,38 @@ def test_fit_to_length_reasons():
     assert fit_to_length([1] * 8, [2, 3, 4], 10, "truncate") == ([2, 3], "truncated")
 
 
-@pytest.mark.parametrize("backend", ["reference", "hf"])
+@pytest.mark.parametrize("backend", ["reference", "packed"])
 def test_stage_caps_max_length_at_the_model_context_and_lists_skips(tiny_model_dir, tmp_path, backend):
     import json
 
     from grape import score
     from grape.io import read_jsonl
 
-    rows = _rows() + [{"candidate_id": "q9:s:0", "instruction_id": "q9", "instruction": "Count.",
-                       "response": " ".join(["one two three"] * 400), "source": "s"}]
+    rows = _rows() + [
+        {
+            "candidate_id": "q9:s:0",
+            "instruction_id": "q9",
+            "instruction": "Count.",
+            "response": " ".join(["one two three"] * 400),
+            "source": "s",
+        }
+    ]
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({**r, "sample_index": 0, "answer": "1", "correct": True}) + "\n" for r in rows))
-    params = {"threads": 2, "seed": 0, "template": {},
-              "score": {"backend": backend, "max_length": 4096, "overlong": "skip", "token_budget": None,
-                        "head_chunk": 64, "chunk_size": 2, "shards": 1}}
+    params = {
+        "threads": 2,
+        "seed": 0,
+        "template": {},
+        "score": {
+            "backend": backend,
+            "max_length": 4096,
+            "overlong": "skip",
+            "token_budget": None,
+            "head_chunk": 64,
+            "chunk_size": 2,
+            "shards": 1,
+        },
+    }
     out, skipped = tmp_path / "s.jsonl", tmp_path / "k.jsonl"
     counts = score.run(params, str(tiny_model_dir), str(pool), str(out), str(skipped))
     assert counts["max_length"] == 512  # the tiny model's max_position_embeddings

@@ -13,20 +13,22 @@ import random
 import pytest
 
 from grape import runtime
-from grape.score import score_reference
-from grape.score_engine import (gather_shards, score_ids, score_packed, score_packed_resumable, shard_of,
-                                shard_rows)
+from grape.score.packed import score_ids
+from grape.score.shards import gather_shards, shard_of, shard_rows
 from grape.template import Template
+from helpers import score_packed, score_reference
 
 runtime.set_offline()
 T = Template()
-WORDS = ("Tom has apples and gets more so the answer is boxes with each in box how many does Anna have "
-         "now marbles gives away left 3 4 12 + - = * 7 . ,").split()
+WORDS = (
+    "Tom has apples and gets more so the answer is boxes with each in box how many does Anna have "
+    "now marbles gives away left 3 4 12 + - = * 7 . ,"
+).split()
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from grape.models import train_tiny_tokenizer
+    from grape.models.random_init import train_tiny_tokenizer
 
     return train_tiny_tokenizer(512)
 
@@ -35,10 +37,21 @@ def _llama(tok, attn="sdpa", hidden=64):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=128, max_position_embeddings=1024,
-                      initializer_range=0.2, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True, attn_implementation=attn)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=128,
+        max_position_embeddings=1024,
+        initializer_range=0.2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+        attn_implementation=attn,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).to(torch.float32).eval()
 
@@ -58,8 +71,15 @@ def _pool(n_instructions=7, seed=0):
         for k in range(rng.randint(1, 6)):
             n = rng.choice([1, 2, rng.randint(3, 50)])
             resp = "7" if n == 1 else " ".join(rng.choice(WORDS) for _ in range(n))
-            rows.append({"candidate_id": f"q{i:02d}:src{k % 2}:{k}", "instruction_id": f"q{i:02d}",
-                         "instruction": q, "response": resp, "source": f"src{k % 2}"})
+            rows.append(
+                {
+                    "candidate_id": f"q{i:02d}:src{k % 2}:{k}",
+                    "instruction_id": f"q{i:02d}",
+                    "instruction": q,
+                    "response": resp,
+                    "source": f"src{k % 2}",
+                }
+            )
     rng.shuffle(rows)
     return rows
 
@@ -87,8 +107,9 @@ def _assert_close(a, b, tol=1e-5):
 def test_matches_reference(model, tok, attention):
     rows = _pool()
     ref, ref_skip = score_reference(model, tok, T, rows, 512, progress=False)
-    got, skip = score_packed(model, tok, T, rows, 512, token_budget=256, head_chunk=16, progress=False,
-                             attention=attention, split_tokens=100)
+    got, skip = score_packed(
+        model, tok, T, rows, 512, token_budget=256, head_chunk=16, progress=False, attention=attention, split_tokens=100
+    )
     assert not ref_skip and not skip
     assert [r["candidate_id"] for r in got] == sorted(r["candidate_id"] for r in rows)
     ref = _by_id(ref)
@@ -123,8 +144,11 @@ def test_invariant_to_budget_order_chunks_and_shards(model, tok):
     selection = _select(base)
     variants = []
     for budget, split in ((64, 40), (256, None), (4096, 30)):  # split: groups cut into several units
-        variants.append(score_packed(model, tok, T, rows, 512, token_budget=budget, head_chunk=5, progress=False,
-                                     split_tokens=split))
+        variants.append(
+            score_packed(
+                model, tok, T, rows, 512, token_budget=budget, head_chunk=5, progress=False, split_tokens=split
+            )
+        )
     shuffled = list(rows)
     random.Random(5).shuffle(shuffled)
     variants.append(score_packed(model, tok, T, shuffled, 512, progress=False))
@@ -145,10 +169,24 @@ def test_invariant_to_budget_order_chunks_and_shards(model, tok):
 
 def test_overlong_policy_and_bad_rows(model, tok):
     rows = _pool(4, seed=3)
-    rows.append({"candidate_id": "zz:empty", "instruction_id": "zz", "instruction": "What is 7 - 4?",
-                 "response": "", "source": "s"})
-    rows.append({"candidate_id": "zz:long-prompt", "instruction_id": "zz2", "instruction": " ".join(WORDS * 4),
-                 "response": "3", "source": "s"})
+    rows.append(
+        {
+            "candidate_id": "zz:empty",
+            "instruction_id": "zz",
+            "instruction": "What is 7 - 4?",
+            "response": "",
+            "source": "s",
+        }
+    )
+    rows.append(
+        {
+            "candidate_id": "zz:long-prompt",
+            "instruction_id": "zz2",
+            "instruction": " ".join(WORDS * 4),
+            "response": "3",
+            "source": "s",
+        }
+    )
     # No space before the response, so an empty response has no tokens (with the default template it is " ").
     t = Template(response="{response}")
     lengths = sorted(len(sum(t.tokenize(tok, r["instruction"], r["response"]), [])) for r in rows)
@@ -182,8 +220,9 @@ def test_overlong_policy_and_bad_rows(model, tok):
 
 def test_resume_after_interruption(model, tok, tmp_path):
     rows = _pool(8, seed=4)
-    full, full_skip = score_packed_resumable(model, tok, T, rows, 512, partial_path=tmp_path / "a.partial",
-                                             chunk_size=5, progress=False)
+    full, full_skip = score_packed(
+        model, tok, T, rows, 512, partial_path=tmp_path / "a.partial", chunk_size=5, progress=False
+    )
     assert (full, full_skip) == score_packed(model, tok, T, rows, 512, chunk_size=5, progress=False)
 
     class Stop(Exception):
@@ -194,20 +233,20 @@ def test_resume_after_interruption(model, tok, tmp_path):
 
     part = tmp_path / "b.partial"
     with pytest.raises(Stop):
-        score_packed_resumable(model, tok, T, rows, 512, partial_path=part, chunk_size=5, on_chunk=stop,
-                               progress=False)
+        score_packed(model, tok, T, rows, 512, partial_path=part, chunk_size=5, on_chunk=stop, progress=False)
     lines = part.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["chunk"] == 0
     with open(part, "a") as fh:  # a torn line, as a kill mid-write leaves it
-        fh.write('{"format": "grape-score-partial/1", "chunk": 1, "scor')
+        fh.write('{"format": "grape-score-partial/2", "chunk": 1, "scor')
     seen = []
-    again = score_packed_resumable(model, tok, T, rows, 512, partial_path=part, chunk_size=5, progress=False,
-                                   on_chunk=lambda i, r: seen.append(i))
+    again = score_packed(
+        model, tok, T, rows, 512, partial_path=part, chunk_size=5, progress=False, on_chunk=lambda i, r: seen.append(i)
+    )
     assert again == (full, full_skip)  # bit-identical
     assert 0 not in seen and seen  # the finished chunk was not recomputed
-    assert all(json.loads(line)["format"] == "grape-score-partial/1" for line in part.read_text().splitlines())
+    assert all(json.loads(line)["format"] == "grape-score-partial/2" for line in part.read_text().splitlines())
     with pytest.raises(ValueError, match="different pool"):
-        score_packed_resumable(model, tok, T, rows, 256, partial_path=part, chunk_size=5, progress=False)
+        score_packed(model, tok, T, rows, 256, partial_path=part, chunk_size=5, progress=False)
 
 
 @pytest.mark.parametrize("attention", ["segments", "mask"])
@@ -216,11 +255,23 @@ def test_sliding_window_model(tok, attention):
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
-                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
-                           initializer_range=0.2, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                           eos_token_id=tok.eos_token_id, attn_implementation="sdpa")
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=512,
+        initializer_range=0.2,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(cfg).to(torch.float32).eval()
     rows = _pool(4, seed=6)
@@ -235,19 +286,27 @@ def test_sliding_window_model(tok, attention):
 def test_self_check_catches_a_wrong_mask(model, tok, monkeypatch, attention):
     import torch
 
-    import grape.score_engine as se
+    import grape.score.attention as se
 
     if attention == "mask":
-        blocks = se._attention_masks
+        blocks = se.block_mask
 
         def causal_only(model, seg, pos, dtype):  # forgets the blocks: later responses would see earlier ones
             return blocks(model, torch.where(seg >= 0, 0, seg), pos, dtype)
 
-        monkeypatch.setattr(se, "_attention_masks", causal_only)
+        monkeypatch.setattr(se, "block_mask", causal_only)
     else:
-        monkeypatch.setattr(se._Layout, "mask", lambda self, m, p, window, dtype, device: torch.zeros(m, p + m))
-    rows = [{"candidate_id": f"c{k}", "instruction_id": "q", "instruction": "How many apples does Tom have?",
-             "response": resp, "source": "s"} for k, resp in enumerate([" ".join(WORDS), "Tom has 3 apples"])]
+        monkeypatch.setattr(se.Layout, "mask", lambda self, m, p, window, dtype, device: torch.zeros(m, p + m))
+    rows = [
+        {
+            "candidate_id": f"c{k}",
+            "instruction_id": "q",
+            "instruction": "How many apples does Tom have?",
+            "response": resp,
+            "source": "s",
+        }
+        for k, resp in enumerate([" ".join(WORDS), "Tom has 3 apples"])
+    ]
     with pytest.raises(RuntimeError, match="disagrees"):
         score_packed(model, tok, T, rows, 512, progress=False, attention=attention)
 
@@ -255,7 +314,7 @@ def test_self_check_catches_a_wrong_mask(model, tok, monkeypatch, attention):
 def test_score_ids_tokens_api(model):
     import torch
 
-    from grape.score_engine import reference_logprob_ids
+    from grape.score.formula import reference_logprob_ids
 
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
@@ -273,14 +332,15 @@ def test_score_ids_tokens_api(model):
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
 def test_vllm_matches_reference(tmp_path, tok):
-    from grape.score_vllm import score_vllm
+    from grape.score import vllm
+    from grape.score.checkpoint import score_pool
 
     model = _llama(tok, hidden=128)  # head_dim 64: vLLM's CPU attention needs it
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     rows = _pool(3, seed=7)
     ref = _by_id(score_reference(model, tok, T, rows, 512, progress=False)[0])
-    got, skipped = score_vllm(str(tmp_path), tok, T, rows, 512, dtype="float32")
+    got, skipped = score_pool(vllm.load(str(tmp_path), {}, 512, 0, dtype="float32"), tok, T, rows, 512)
     assert not skipped and len(got) == len(rows)
     for r in got:
         assert r["n_tokens"] == ref[r["candidate_id"]]["n_tokens"]

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from grape import select
-from grape.io import read_jsonl
+from grape.io import DataError, read_jsonl
 
 
 def _pool():
@@ -21,8 +21,13 @@ def _pool():
                     continue  # q3 has no candidate from b: `strongest` falls back to the original
                 rows.append({"candidate_id": f"q{i}:{src}:{k}", "instruction_id": f"q{i}", "source": src})
     for r in rows:
-        r.update(instruction=f"Q{r['instruction_id']}?", response=f"resp {r['candidate_id']}", sample_index=0,
-                 answer="1", correct=True)
+        r.update(
+            instruction=f"Q{r['instruction_id']}?",
+            response=f"resp {r['candidate_id']}",
+            sample_index=0,
+            answer="1",
+            correct=True,
+        )
     return rows
 
 
@@ -33,10 +38,26 @@ def _groups(rows):
     return groups
 
 
-SCORES = {"q0:original:0": -3.0, "q0:a:0": -1.0, "q0:a:1": -2.0, "q0:b:0": -0.5, "q0:b:1": -4.0,
-          "q1:original:0": -1.0, "q1:a:0": -1.0, "q1:a:1": -2.0, "q1:b:0": -1.0, "q1:b:1": -9.0,
-          "q2:original:0": -0.1, "q2:a:0": -2.0, "q2:a:1": -2.0, "q2:b:0": -3.0, "q2:b:1": -3.0,
-          "q3:original:0": -5.0, "q3:a:0": -4.0, "q3:a:1": -6.0}
+SCORES = {
+    "q0:original:0": -3.0,
+    "q0:a:0": -1.0,
+    "q0:a:1": -2.0,
+    "q0:b:0": -0.5,
+    "q0:b:1": -4.0,
+    "q1:original:0": -1.0,
+    "q1:a:0": -1.0,
+    "q1:a:1": -2.0,
+    "q1:b:0": -1.0,
+    "q1:b:1": -9.0,
+    "q2:original:0": -0.1,
+    "q2:a:0": -2.0,
+    "q2:a:1": -2.0,
+    "q2:b:0": -3.0,
+    "q2:b:1": -3.0,
+    "q3:original:0": -5.0,
+    "q3:a:0": -4.0,
+    "q3:a:1": -6.0,
+}
 
 
 def test_grape_picks_argmax_with_deterministic_ties():
@@ -62,8 +83,10 @@ def test_order_of_the_pool_does_not_matter():
 
 
 def test_random_is_seeded_and_varies_with_seed():
-    picks = {seed: tuple(p["candidate_id"] for p in select.choose("random", _groups(_pool()), {}, 1, seed, None)[0])
-             for seed in range(12)}
+    picks = {
+        seed: tuple(p["candidate_id"] for p in select.choose("random", _groups(_pool()), {}, 1, seed, None)[0])
+        for seed in range(12)
+    }
     assert len(set(picks.values())) > 1
     assert picks[3] == tuple(p["candidate_id"] for p in select.choose("random", _groups(_pool()), {}, 1, 3, None)[0])
 
@@ -83,10 +106,20 @@ def test_strongest_all_original_and_missing_scores():
 def test_run_writes_prompt_completion_rows(tmp_path):
     pool, scores = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
-    scores.write_text("".join(json.dumps({"candidate_id": c, "mean_logprob": s, "n_tokens": 3}) + "\n"
-                              for c, s in SCORES.items()))
-    params = {"seed": 0, "arm": "grape", "target": "t", "template": {},
-              "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]}}
+    scores.write_text(
+        "".join(
+            json.dumps({"candidate_id": c, "instruction_id": c.split(":")[0], "source": c.split(":")[1], "n_tokens": 3,
+                        "sum_logprob": 3 * s, "mean_logprob": s, "truncated": False}) + "\n"
+            for c, s in SCORES.items()
+        )
+    )
+    params = {
+        "seed": 0,
+        "arm": "grape",
+        "target": "t",
+        "template": {},
+        "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]},
+    }
     out = tmp_path / "grape.jsonl"
     select.run(params, str(pool), str(scores), str(out))
     rows = read_jsonl(out)
@@ -94,3 +127,17 @@ def test_run_writes_prompt_completion_rows(tmp_path):
     assert rows[0]["prompt"] + rows[0]["completion"] == "Question: Qq0?\nAnswer: resp q0:b:0"
     with pytest.raises(ValueError, match="scores"):
         select.run(params, str(pool), None, str(tmp_path / "x.jsonl"))
+
+
+def test_empty_inputs_and_empty_selections_stop_with_the_file_named(tmp_path):
+    pool, scores, empty = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl", tmp_path / "empty.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
+    empty.write_text("")
+    params = {"seed": 0, "arm": "grape", "target": "t", "template": {},
+              "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]}}
+    with pytest.raises(DataError, match=r"empty.jsonl: no rows: expected the candidate pool"):
+        select.run(params, str(empty), str(scores), str(tmp_path / "x.jsonl"))
+    # every candidate skipped by scoring: the grape arm would train on nothing
+    with pytest.raises(DataError, match=r"pool.jsonl: arm 'grape' selected 0 examples .*empty.jsonl"):
+        select.run(params, str(pool), str(empty), str(tmp_path / "x.jsonl"))
+    assert not (tmp_path / "x.jsonl").exists()

@@ -16,7 +16,10 @@ def test_tokenize_split(tiny):
     p, r = t.tokenize(tok, "Tom has 3 apples.", "3 + 1 = 4. The answer is 4.")
     assert p[0] == tok.bos_token_id and tok.bos_token_id not in r
     assert r == tok(" 3 + 1 = 4. The answer is 4.", add_special_tokens=False)["input_ids"]
-    assert tok.decode(p + r, skip_special_tokens=True) == "Question: Tom has 3 apples.\nAnswer: 3 + 1 = 4. The answer is 4."
+    assert (
+        tok.decode(p + r, skip_special_tokens=True)
+        == "Question: Tom has 3 apples.\nAnswer: 3 + 1 = 4. The answer is 4."
+    )
     _, r_eos = t.tokenize(tok, "Tom has 3 apples.", "3 + 1 = 4. The answer is 4.", add_eos=True)
     assert r_eos == r + [tok.eos_token_id]
 

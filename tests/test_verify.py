@@ -10,22 +10,32 @@ from grape import verify
 from grape.io import read_json, read_jsonl
 
 
-@pytest.mark.parametrize("text, answer", [
-    ("3 + 4 = 7. The answer is 7.", "7"),
-    ("The answer is: 1,200", "1200"),
-    ("He has 5 left, so 5 - 2 = 3", "3"),
-    ("the answer is 12 and then 99 more words 4", "12"),
-    ("-4", "-4"),
-    ("2.50 dollars", "2.5"),
-    ("no number here", None),
-])
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("3 + 4 = 7. The answer is 7.", "7"),
+        ("The answer is: 1,200", "1200"),
+        ("He has 5 left, so 5 - 2 = 3", "3"),
+        ("the answer is 12 and then 99 more words 4", "12"),
+        ("-4", "-4"),
+        ("2.50 dollars", "2.5"),
+        ("no number here", None),
+    ],
+)
 def test_extract_answer(text, answer):
     assert verify.extract_answer(text) == answer
 
 
 def _train(tmp_path):
-    rows = [{"id": f"q{i}", "instruction": f"What is {i} + 1?", "response": f"{i} + 1 = {i + 1}. The answer is {i + 1}.",
-             "answer": str(i + 1)} for i in range(3)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "instruction": f"What is {i} + 1?",
+            "response": f"{i} + 1 = {i + 1}. The answer is {i + 1}.",
+            "answer": str(i + 1),
+        }
+        for i in range(3)
+    ]
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -33,9 +43,18 @@ def _train(tmp_path):
 
 def _cands(tmp_path, source, responses):
     path = tmp_path / f"{source}.jsonl"
-    rows = [{"candidate_id": f"q{i}:{source}:{k}", "instruction_id": f"q{i}", "instruction": f"What is {i} + 1?",
-             "response": resp, "source": source, "sample_index": k, "answer": str(i + 1)}
-            for (i, k), resp in responses.items()]
+    rows = [
+        {
+            "candidate_id": f"q{i}:{source}:{k}",
+            "instruction_id": f"q{i}",
+            "instruction": f"What is {i} + 1?",
+            "response": resp,
+            "source": source,
+            "sample_index": k,
+            "answer": str(i + 1),
+        }
+        for (i, k), resp in responses.items()
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -45,8 +64,13 @@ def test_filter_counts_every_candidate(tmp_path, drop):
     a = _cands(tmp_path, "a", {(0, 0): "It is 1.", (0, 1): "It is 5.", (1, 0): "", (2, 0): "no idea"})
     b = _cands(tmp_path, "b", {(0, 0): "The answer is 1.", (2, 0): "3", (2, 1): "3 apples"})
     out, counts = tmp_path / "pool.jsonl", tmp_path / "counts.json"
-    verify.run({"verify": {"drop_incorrect": drop}, "sources": ["a", "b"]}, str(_train(tmp_path)),
-               [str(a), str(b)], str(out), str(counts))
+    verify.run(
+        {"verify": {"drop_incorrect": drop}, "sources": ["a", "b"]},
+        str(_train(tmp_path)),
+        [str(a), str(b)],
+        str(out),
+        str(counts),
+    )
     pool = read_jsonl(out)
     table = {r["source"]: r for r in read_json(counts)}
     assert table["a"]["generated"] == 4 and table["a"]["dropped_empty"] == 1 and table["a"]["correct"] == 1
@@ -65,6 +89,11 @@ def test_filter_counts_every_candidate(tmp_path, drop):
 def test_unknown_instruction_is_an_error(tmp_path):
     a = _cands(tmp_path, "a", {(7, 0): "8"})
     with pytest.raises(ValueError, match="q7"):
-        verify.run({"verify": {"drop_incorrect": True}, "sources": ["a"]}, str(_train(tmp_path)), [str(a)],
-                   str(tmp_path / "p.jsonl"), str(tmp_path / "c.json"))
+        verify.run(
+            {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+            str(_train(tmp_path)),
+            [str(a)],
+            str(tmp_path / "p.jsonl"),
+            str(tmp_path / "c.json"),
+        )
     assert not (tmp_path / "p.jsonl").exists()

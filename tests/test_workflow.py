@@ -86,13 +86,17 @@ def test_scores_and_grape_argmax(run):
 def test_selection_sizes(run):
     _, r = run
     pool = rows(r / "pool/pool.jsonl")
-    sizes = {arm: len(rows(r / f"selections/tiny_a/{arm}.jsonl"))
-             for arm in ("grape", "reverse", "random", "strongest", "all", "original")}
+    sizes = {
+        arm: len(rows(r / f"selections/tiny_a/{arm}.jsonl"))
+        for arm in ("grape", "reverse", "random", "strongest", "all", "original")
+    }
     assert sizes["random"] == sizes["original"] == 6
     assert sizes["all"] == len(pool)
     assert sizes["strongest"] == sum(1 for p in pool if p["source"] == "tiny_b") + sum(
-        1 for iid in {p["instruction_id"] for p in pool}
-        if not any(p["source"] == "tiny_b" and p["instruction_id"] == iid for p in pool))
+        1
+        for iid in {p["instruction_id"] for p in pool}
+        if not any(p["source"] == "tiny_b" and p["instruction_id"] == iid for p in pool)
+    )
 
 
 def test_sft_changed_the_weights(run):
@@ -112,7 +116,7 @@ def test_sft_changed_the_weights(run):
 def test_lm_eval_metric_and_report(run):
     workdir, r = run
     for arm in ("base", "grape", "reverse", "random", "strongest", "all", "original"):
-        result = json.loads((r / f"eval/tiny_a/{arm}.json").read_text())
+        result = json.loads((r / f"evaluate/tiny_a/{arm}.json").read_text())
         assert 0.0 <= result["accuracy"] <= 1.0
         assert len(result["samples"]) == 6
     with open(r / "report/results.csv") as fh:

@@ -1,35 +1,41 @@
-# Compose the experiment config with Hydra (config/), validate it against
-# workflow/schemas/config.schema.yaml, and define the helpers the rules share.
+# Compose the experiment config with Hydra (config/), validate it against workflow/schemas/, and define
+# the helpers the rules share. Parsing has no side effects: nothing is written, the environment is left
+# alone, and only grape.config is imported (no stage module). Each job gets its config slice as JSON
+# through `params:` plus its declared inputs and outputs, nothing else.
+import json
 import os
-import sys
-
-sys.path.insert(0, workflow.basedir)  # `grape` importable even without `pip install -e .`
-# Jobs call the `grape` CLI installed beside this Snakemake (e.g. .venv/bin), activated or not;
-# with --sdm conda the job's own environment comes first on PATH.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 from snakemake.exceptions import WorkflowError
 
-from grape import config as gconfig
-from grape import runtime
-from grape.select import ARMS
+try:
+    from grape import config as gconfig
+except ImportError as err:
+    raise WorkflowError(
+        f"the grape package is not importable ({err}): run `make install` (or `pip install -e .`) first"
+    )
 
-runtime.set_offline()  # no hub access: models and data come from packages or the workflow itself
-
+BASE = os.path.dirname(workflow.main_snakefile)
 try:
     EXPERIMENT, OVERRIDES = gconfig.overrides_from_mapping(config)
-    CFG = gconfig.compose(EXPERIMENT, OVERRIDES)
+    CFG = gconfig.compose(
+        EXPERIMENT,
+        OVERRIDES,
+        config_dir=os.path.join(BASE, "config"),
+        schema_path=os.path.join(BASE, "workflow", "schemas", "config.schema.yaml"),
+    )
 except gconfig.ConfigError as err:
     raise WorkflowError(str(err))
 
-R = f"results/{CFG['name']}"
-CONFIG = f"{R}/config.yaml"  # the composed config, rewritten only when it changes
-gconfig.write_if_changed(CONFIG, CFG)
-
+RESULTS = f"results/{CFG['name']}"
 ENV = "../../envs/grape.yaml"
 THREADS = CFG["threads"]
 ARM_LIST = list(CFG["select"]["arms"])
-SCORED_ARMS = ("grape", "reverse")  # the arms that read the target's scores
+SHARD_COUNT = CFG["score"]["shards"]
+SCORED_ARMS = (
+    "grape",
+    "reverse",
+)  # the arms that read the target's scores (grape.select.SCORED_ARMS)
+TASK_YAML = f"{RESULTS}/evaluate/lm_eval_task/task.yaml"
 
 
 wildcard_constraints:
@@ -37,12 +43,12 @@ wildcard_constraints:
     source=r"[A-Za-z0-9_.-]+",
     target=r"[A-Za-z0-9_.-]+",
     shard=r"\d+",
-    arm="|".join(ARMS),
+    arm="|".join(ARM_LIST),
 
 
-def params_for(stage):
-    """The config slice a stage reads, as the rule's params: a change reruns exactly that stage."""
-    return lambda wc: gconfig.stage_params(CFG, stage, **dict(wc.items()))
+def slice_of(stage):
+    """The config slice a stage reads, as JSON for the job: a change reruns exactly that stage."""
+    return lambda wc: gconfig.params_json(CFG, stage, **dict(wc.items()))
 
 
 def model_resources(gpu_capable=True):
@@ -52,8 +58,24 @@ def model_resources(gpu_capable=True):
     return res
 
 
+def user_data(wc):
+    """The user's own train/test files (data.kind: jsonl), so editing them reruns the workflow."""
+    d = CFG["data"]
+    return [d["train_path"], d["test_path"]] if d["kind"] == "jsonl" else []
+
+
+def select_scores(wc):
+    """Only grape/reverse read the scores, so rescoring does not retrain the other arms."""
+    return [f"{RESULTS}/scores/{wc.target}.jsonl"] if wc.arm in SCORED_ARMS else []
+
+
+def scores_flag(wc, input):
+    return f"--scores {input.scores}" if input.scores else ""
+
+
 def all_outputs():
     return [
-        f"{R}/report/results.csv",
-        f"{R}/report/summary.html",
+        f"{RESULTS}/config.yaml",
+        f"{RESULTS}/report/results.csv",
+        f"{RESULTS}/report/summary.html",
     ]

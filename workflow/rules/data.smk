@@ -1,16 +1,14 @@
 rule data:
     input:
-        user=lambda wc: [CFG["data"]["train_path"], CFG["data"]["test_path"]]
-        if CFG["data"]["kind"] == "jsonl"
-        else [],
+        user=user_data,
     output:
-        train=f"{R}/data/train.jsonl",
-        test=f"{R}/data/test.jsonl",
-    params:
-        p=params_for("data"),
+        train=f"{RESULTS}/data/train.jsonl",
+        test=f"{RESULTS}/data/test.jsonl",
     log:
-        f"{R}/logs/data.log",
+        f"{RESULTS}/logs/data.log",
     conda:
         ENV
+    params:
+        cfg=slice_of("data"),
     shell:
-        "grape data --config {CONFIG} --train {output.train} --test {output.test} > {log} 2>&1"
+        "grape data --params {params.cfg:q} --train {output.train} --test {output.test} > {log} 2>&1"

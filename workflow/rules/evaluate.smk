@@ -1,58 +1,53 @@
-from grape.evaluate import task_name
-
-TASK_YAML = f"{R}/eval/task/{task_name(CFG['name'])}.yaml"
-
-
-rule eval_task:
+rule evaluate_task:
     input:
-        test=f"{R}/data/test.jsonl",
+        test=f"{RESULTS}/data/test.jsonl",
     output:
         TASK_YAML,
-    params:
-        p=params_for("evaluate"),
     log:
-        f"{R}/logs/eval_task.log",
+        f"{RESULTS}/logs/evaluate/task.log",
     conda:
         ENV
+    params:
+        cfg=slice_of("evaluate"),
     shell:
-        "grape eval-task --config {CONFIG} --test {input.test} --output {output} > {log} 2>&1"
+        "grape evaluate-task --params {params.cfg:q} --test {input.test} --output {output} > {log} 2>&1"
 
 
 rule evaluate_base:
     input:
-        model=f"{R}/models/{{target}}",
+        model=f"{RESULTS}/models/{{target}}",
         task=TASK_YAML,
     output:
-        f"{R}/eval/{{target}}/base.json",
-    params:
-        p=params_for("evaluate"),
+        f"{RESULTS}/evaluate/{{target}}/base.json",
     log:
-        f"{R}/logs/evaluate/{{target}}/base.log",
+        f"{RESULTS}/logs/evaluate/{{target}}/base.log",
+    conda:
+        ENV
     threads: THREADS
     resources:
         **model_resources(),
-    conda:
-        ENV
+    params:
+        cfg=slice_of("evaluate"),
     shell:
-        "grape evaluate --config {CONFIG} --threads {threads} --model {input.model} --task {input.task} "
-        "--output {output} > {log} 2>&1"
+        "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model} "
+        "--task {input.task} --output {output} > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        model=f"{R}/sft/{{target}}/{{arm}}",
+        model=f"{RESULTS}/sft/{{target}}/{{arm}}",
         task=TASK_YAML,
     output:
-        f"{R}/eval/{{target}}/{{arm}}.json",
-    params:
-        p=params_for("evaluate"),
+        f"{RESULTS}/evaluate/{{target}}/{{arm}}.json",
     log:
-        f"{R}/logs/evaluate/{{target}}/{{arm}}.log",
+        f"{RESULTS}/logs/evaluate/{{target}}/{{arm}}.log",
+    conda:
+        ENV
     threads: THREADS
     resources:
         **model_resources(),
-    conda:
-        ENV
+    params:
+        cfg=slice_of("evaluate"),
     shell:
-        "grape evaluate --config {CONFIG} --threads {threads} --model {input.model} --task {input.task} "
-        "--output {output} > {log} 2>&1"
+        "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model} "
+        "--task {input.task} --output {output} > {log} 2>&1"

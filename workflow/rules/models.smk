@@ -1,14 +1,14 @@
 rule model:
     output:
-        directory(f"{R}/models/{{model}}"),
-    params:
-        p=params_for("model"),
+        directory(f"{RESULTS}/models/{{model}}"),
     log:
-        f"{R}/logs/model/{{model}}.log",
+        f"{RESULTS}/logs/model/{{model}}.log",
+    conda:
+        ENV
     threads: THREADS
     resources:
         **model_resources(gpu_capable=False),
-    conda:
-        ENV
+    params:
+        cfg=slice_of("model"),
     shell:
-        "grape model --config {CONFIG} --threads {threads} --name {wildcards.model} --output {output} > {log} 2>&1"
+        "grape model --params {params.cfg:q} --threads {threads} --output {output} > {log} 2>&1"

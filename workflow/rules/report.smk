@@ -1,29 +1,52 @@
 rule report:
     input:
-        evals=expand(f"{R}/eval/{{target}}/{{arm}}.json", target=CFG["targets"], arm=["base", *ARM_LIST]),
-        trained=expand(f"{R}/sft/{{target}}/{{arm}}", target=CFG["targets"], arm=ARM_LIST),
-        selections=expand(f"{R}/selections/{{target}}/{{arm}}.jsonl", target=CFG["targets"], arm=ARM_LIST),
-        scores=expand(f"{R}/scores/{{target}}.jsonl", target=CFG["targets"]),
-        counts=f"{R}/pool/verify_counts.json",
+        evals=expand(
+            f"{RESULTS}/evaluate/{{target}}/{{arm}}.json",
+            target=CFG["targets"],
+            arm=["base", *ARM_LIST],
+        ),
+        trained=expand(f"{RESULTS}/sft/{{target}}/{{arm}}", target=CFG["targets"], arm=ARM_LIST),
+        selections=expand(
+            f"{RESULTS}/selections/{{target}}/{{arm}}.jsonl", target=CFG["targets"], arm=ARM_LIST
+        ),
+        scores=expand(f"{RESULTS}/scores/{{target}}.jsonl", target=CFG["targets"]),
+        counts=f"{RESULTS}/pool/verify_counts.json",
     output:
-        table=report(f"{R}/report/results.csv", caption="../report/results.rst", category="Results"),
-        accuracy=report(f"{R}/report/accuracy.svg", caption="../report/accuracy.rst", category="Results"),
+        table=report(
+            f"{RESULTS}/report/results.csv", caption="../report/results.rst", category="Results"
+        ),
+        accuracy=report(
+            f"{RESULTS}/report/accuracy.svg", caption="../report/accuracy.rst", category="Results"
+        ),
         shares=report(
-            f"{R}/report/source_share.svg", caption="../report/source_share.rst", category="Selection"
+            f"{RESULTS}/report/source_share.svg",
+            caption="../report/source_share.rst",
+            category="Selection",
         ),
         share_table=report(
-            f"{R}/report/selection_sources.csv", caption="../report/source_share.rst", category="Selection"
+            f"{RESULTS}/report/selection_sources.csv",
+            caption="../report/source_share.rst",
+            category="Selection",
         ),
-        scores=report(f"{R}/report/score_dist.svg", caption="../report/score_dist.rst", category="Scoring"),
+        scores=report(
+            f"{RESULTS}/report/score_dist.svg",
+            caption="../report/score_dist.rst",
+            category="Scoring",
+        ),
         verify=report(
-            f"{R}/report/verify_counts.csv", caption="../report/verify_counts.rst", category="Filtering"
+            f"{RESULTS}/report/verify_counts.csv",
+            caption="../report/verify_counts.rst",
+            category="Filtering",
         ),
-        summary=f"{R}/report/summary.html",
-    params:
-        p=params_for("report"),
+        summary=f"{RESULTS}/report/summary.html",
     log:
-        f"{R}/logs/report.log",
+        f"{RESULTS}/logs/report.log",
     conda:
         ENV
+    params:
+        cfg=slice_of("report"),
+        outdir=lambda wc, output: os.path.dirname(output.table),
     shell:
-        "grape report --config {CONFIG} --results-dir {R} --output-dir {R}/report > {log} 2>&1"
+        "grape report --params {params.cfg:q} --evals {input.evals} --trained {input.trained} "
+        "--selections {input.selections} --scores {input.scores} --verify-counts {input.counts} "
+        "--output-dir {params.outdir} > {log} 2>&1"

@@ -1,18 +1,18 @@
 rule sample:
     input:
-        model=f"{R}/models/{{source}}",
-        train=f"{R}/data/train.jsonl",
+        model=f"{RESULTS}/models/{{source}}",
+        train=f"{RESULTS}/data/train.jsonl",
     output:
-        f"{R}/candidates/{{source}}.jsonl",
-    params:
-        p=params_for("sample"),
+        f"{RESULTS}/candidates/{{source}}.jsonl",
     log:
-        f"{R}/logs/sample/{{source}}.log",
+        f"{RESULTS}/logs/sample/{{source}}.log",
+    conda:
+        ENV
     threads: THREADS
     resources:
         **model_resources(),
-    conda:
-        ENV
+    params:
+        cfg=slice_of("sample"),
     shell:
-        "grape sample --config {CONFIG} --threads {threads} --source {wildcards.source} "
+        "grape sample --params {params.cfg:q} --threads {threads} "
         "--model {input.model} --train {input.train} --output {output} > {log} 2>&1"

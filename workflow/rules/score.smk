@@ -1,42 +1,45 @@
-SHARDS = range(CFG["score"]["shards"])
-N_SHARDS = CFG["score"]["shards"]
-
-
 rule score_shard:
     input:
-        model=f"{R}/models/{{target}}",
-        pool=f"{R}/pool/pool.jsonl",
+        model=f"{RESULTS}/models/{{target}}",
+        pool=f"{RESULTS}/pool/pool.jsonl",
     output:
-        scores=temp(f"{R}/scores/{{target}}/shard{{shard}}-of-{N_SHARDS}.jsonl"),
-        skipped=temp(f"{R}/scores/{{target}}/shard{{shard}}-of-{N_SHARDS}.skipped.jsonl"),
-    params:
-        p=params_for("score"),
+        scores=temp(f"{RESULTS}/scores/{{target}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl"),
+        skipped=temp(f"{RESULTS}/scores/{{target}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl"),
     log:
-        f"{R}/logs/score/{{target}}/shard{{shard}}-of-{N_SHARDS}.log",
+        f"{RESULTS}/logs/score/{{target}}/shard{{shard}}-of-{SHARD_COUNT}.log",
+    conda:
+        ENV
     threads: THREADS
     resources:
         **model_resources(),
-    conda:
-        ENV
+    params:
+        cfg=slice_of("score"),
+        shards=SHARD_COUNT,
     shell:
-        "grape score --config {CONFIG} --threads {threads} --target {wildcards.target} "
-        "--shard {wildcards.shard} --shards {N_SHARDS} --model {input.model} --pool {input.pool} "
+        "grape score --params {params.cfg:q} --threads {threads} "
+        "--shard {wildcards.shard} --shards {params.shards} --model {input.model} --pool {input.pool} "
         "--output {output.scores} --skipped {output.skipped} > {log} 2>&1"
 
 
 rule score_gather:
     input:
-        scores=expand(f"{R}/scores/{{{{target}}}}/shard{{shard}}-of-{N_SHARDS}.jsonl", shard=SHARDS),
-        skipped=expand(f"{R}/scores/{{{{target}}}}/shard{{shard}}-of-{N_SHARDS}.skipped.jsonl", shard=SHARDS),
+        scores=expand(
+            f"{RESULTS}/scores/{{{{target}}}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl",
+            shard=range(SHARD_COUNT),
+        ),
+        skipped=expand(
+            f"{RESULTS}/scores/{{{{target}}}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl",
+            shard=range(SHARD_COUNT),
+        ),
     output:
-        scores=f"{R}/scores/{{target}}.jsonl",
-        skipped=f"{R}/scores/{{target}}.skipped.jsonl",
-    params:
-        p=params_for("score"),
+        scores=f"{RESULTS}/scores/{{target}}.jsonl",
+        skipped=f"{RESULTS}/scores/{{target}}.skipped.jsonl",
     log:
-        f"{R}/logs/score/{{target}}/gather.log",
+        f"{RESULTS}/logs/score/{{target}}/gather.log",
     conda:
         ENV
+    params:
+        cfg=slice_of("score"),
     shell:
-        "grape score-gather --config {CONFIG} --target {wildcards.target} --inputs {input.scores} "
+        "grape score-gather --params {params.cfg:q} --inputs {input.scores} "
         "--skipped-inputs {input.skipped} --output {output.scores} --skipped {output.skipped} > {log} 2>&1"

@@ -1,21 +1,15 @@
-def select_scores(wc):
-    # Only grape/reverse read the scores, so rescoring does not retrain the other arms.
-    return [f"{R}/scores/{wc.target}.jsonl"] if wc.arm in SCORED_ARMS else []
-
-
 rule select:
     input:
-        pool=f"{R}/pool/pool.jsonl",
+        pool=f"{RESULTS}/pool/pool.jsonl",
         scores=select_scores,
     output:
-        f"{R}/selections/{{target}}/{{arm}}.jsonl",
-    params:
-        p=params_for("select"),
-        scores=lambda wc, input: f"--scores {input.scores}" if input.scores else "",
+        f"{RESULTS}/selections/{{target}}/{{arm}}.jsonl",
     log:
-        f"{R}/logs/select/{{target}}/{{arm}}.log",
+        f"{RESULTS}/logs/select/{{target}}/{{arm}}.log",
     conda:
         ENV
+    params:
+        cfg=slice_of("select"),
+        scores=scores_flag,
     shell:
-        "grape select --config {CONFIG} --target {wildcards.target} --arm {wildcards.arm} "
-        "--pool {input.pool} {params.scores} --output {output} > {log} 2>&1"
+        "grape select --params {params.cfg:q} --pool {input.pool} {params.scores} --output {output} > {log} 2>&1"

@@ -1,18 +1,18 @@
 rule sft:
     input:
-        model=f"{R}/models/{{target}}",
-        selection=f"{R}/selections/{{target}}/{{arm}}.jsonl",
+        model=f"{RESULTS}/models/{{target}}",
+        selection=f"{RESULTS}/selections/{{target}}/{{arm}}.jsonl",
     output:
-        directory(f"{R}/sft/{{target}}/{{arm}}"),
-    params:
-        p=params_for("sft"),
+        directory(f"{RESULTS}/sft/{{target}}/{{arm}}"),
     log:
-        f"{R}/logs/sft/{{target}}/{{arm}}.log",
+        f"{RESULTS}/logs/sft/{{target}}/{{arm}}.log",
+    conda:
+        ENV
     threads: THREADS
     resources:
         **model_resources(),
-    conda:
-        ENV
+    params:
+        cfg=slice_of("sft"),
     shell:
-        "grape sft --config {CONFIG} --threads {threads} --target {wildcards.target} --arm {wildcards.arm} "
+        "grape sft --params {params.cfg:q} --threads {threads} "
         "--model {input.model} --selection {input.selection} --output {output} > {log} 2>&1"

@@ -1,16 +1,16 @@
 rule verify:
     input:
-        train=f"{R}/data/train.jsonl",
-        candidates=expand(f"{R}/candidates/{{source}}.jsonl", source=CFG["sources"]),
+        train=f"{RESULTS}/data/train.jsonl",
+        candidates=expand(f"{RESULTS}/candidates/{{source}}.jsonl", source=CFG["sources"]),
     output:
-        pool=f"{R}/pool/pool.jsonl",
-        counts=f"{R}/pool/verify_counts.json",
-    params:
-        p=params_for("verify"),
+        pool=f"{RESULTS}/pool/pool.jsonl",
+        counts=f"{RESULTS}/pool/verify_counts.json",
     log:
-        f"{R}/logs/verify.log",
+        f"{RESULTS}/logs/verify.log",
     conda:
         ENV
+    params:
+        cfg=slice_of("verify"),
     shell:
-        "grape verify --config {CONFIG} --train {input.train} --candidates {input.candidates} "
+        "grape verify --params {params.cfg:q} --train {input.train} --candidates {input.candidates} "
         "--output {output.pool} --counts {output.counts} > {log} 2>&1"

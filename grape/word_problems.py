@@ -1,21 +1,14 @@
-"""The `data` stage: train instructions (each with a reference response) and a held-out test split.
+"""Seeded arithmetic word problems: the demo's dataset, and the training text of the tiny test tokenizer.
 
-The demo stands in for UltraInteract's math part with arithmetic word problems that 135M-270M models
-solve some of the time: one or two steps over small numbers, a reference response that shows the
-working and ends with "The answer is N.". A user's own data comes in as JSONL (`data.kind: jsonl`).
+They stand in for UltraInteract's math part with problems that 135M-270M models solve some of the time: one
+or two steps over small numbers, a reference response that shows the working and ends with "The answer is N.".
+Shared by the data stage (`grape.data.demo`) and the model stage (`grape.models.random_init`), so it lives
+outside both.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Mapping
-
-from grape.io import DataError, read_jsonl, write_jsonl
-
-TRAIN_SPEC = {"id": ((str,), True, True), "instruction": ((str,), True, True), "response": ((str,), True, True),
-              "answer": ((str, int, float), True, False)}
-TEST_SPEC = {"id": ((str,), True, True), "instruction": ((str,), True, True),
-             "answer": ((str, int, float), True, False)}
 
 _NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Leo", "Emma", "Max", "Zoe", "Noah", "Ella"]
 _ITEMS = ["apples", "books", "marbles", "pencils", "stickers", "cookies", "cards", "shells", "coins", "balloons"]
@@ -45,11 +38,12 @@ def _two_step(rng: random.Random) -> tuple[str, str, int]:
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     a, b = rng.randint(3, 15), rng.randint(2, 10)
     c = rng.randint(1, a + b - 1)
-    q = (f"{name} has {a} {item}, buys {b} more, and then gives {c} to a friend. "
-         f"How many {item} does {name} have now?")
+    q = f"{name} has {a} {item}, buys {b} more, and then gives {c} to a friend. How many {item} does {name} have now?"
     s = a + b
-    r = (f"{name} starts with {a} {item} and buys {b}, so {a} + {b} = {s}. Then {name} gives away {c}, "
-         f"so {s} - {c} = {s - c}. The answer is {s - c}.")
+    r = (
+        f"{name} starts with {a} {item} and buys {b}, so {a} + {b} = {s}. Then {name} gives away {c}, "
+        f"so {s} - {c} = {s - c}. The answer is {s - c}."
+    )
     return q, r, s - c
 
 
@@ -71,28 +65,8 @@ def demo_splits(n_train: int, n_test: int, max_ops: int, seed: int) -> tuple[lis
         seen.add(q)
         rows.append({"instruction": q, "response": r, "answer": str(a)})
     train = [{"id": f"train-{i:05d}", **row} for i, row in enumerate(rows[:n_train])]
-    test = [{"id": f"test-{i:05d}", "instruction": row["instruction"], "answer": row["answer"]}
-            for i, row in enumerate(rows[n_train:])]
+    test = [
+        {"id": f"test-{i:05d}", "instruction": row["instruction"], "answer": row["answer"]}
+        for i, row in enumerate(rows[n_train:])
+    ]
     return train, test
-
-
-def load_user_splits(train_path: str, test_path: str) -> tuple[list[dict], list[dict]]:
-    train = read_jsonl(train_path, TRAIN_SPEC, unique="id")
-    test = read_jsonl(test_path, TEST_SPEC, unique="id")
-    for rows, path in ((train, train_path), (test, test_path)):
-        if not rows:
-            raise DataError(path, None, None, "no rows")
-        for row in rows:
-            row["answer"] = str(row["answer"])
-    return train, test
-
-
-def run(params: Mapping, train_out: str, test_out: str) -> dict:
-    d = params["data"]
-    if d["kind"] == "demo":
-        train, test = demo_splits(d["n_train"], d["n_test"], d["max_ops"], params["seed"])
-    else:
-        train, test = load_user_splits(d["train_path"], d["test_path"])
-    write_jsonl(train_out, train)
-    write_jsonl(test_out, test)
-    return {"train": len(train), "test": len(test)}

@@ -1,0 +1,104 @@
+"""Every table the workflow passes between stages, defined once (described in docs/data_contract.md).
+
+Stages read their inputs with these specs (`grape.io.read_jsonl(path, SPEC)`), so a malformed row stops the
+stage with `file:line: field 'x': problem` instead of changing what GRAPE selects. Stages import specs from
+here and never from one another. A field that not every dataset has is optional (`required=False`); a stage
+that needs it asks for it by name (`read_jsonl(..., require={"answer": "why"})`) and says why when it is absent.
+"""
+
+from __future__ import annotations
+
+from grape.io import Field
+
+STR = (str,)
+NUM = (int, float)
+
+# data/train.jsonl: one instruction with the dataset's own (reference) response.
+TRAIN = {
+    "id": Field(STR, True, True, "instruction id, unique"),
+    "instruction": Field(STR, True, True, "the instruction text"),
+    "response": Field(STR, True, True, "the dataset's own response (source `original`)"),
+    "answer": Field((str, int, float), False, False, "final answer for the correctness filter (optional)"),
+}
+
+# data/test.jsonl: held-out problems for evaluation.
+TEST = {
+    "id": Field(STR, True, True, "problem id, unique"),
+    "instruction": Field(STR, True, True, "the problem text"),
+    "answer": Field((str, int, float), True, False, "the reference answer the evaluation compares against"),
+}
+
+# candidates/<source>.jsonl: the sample stage's responses of one source model.
+CANDIDATE = {
+    "candidate_id": Field(STR, True, True, "`{instruction_id}:{source}:{sample_index}`, unique"),
+    "instruction_id": Field(STR, True, True, "id of the train instruction"),
+    "instruction": Field(STR, True, True, "the instruction text"),
+    "response": Field(STR, True, False, "the sampled text (may be empty: verify counts and drops it)"),
+    "source": Field(STR, True, True, "the model that wrote it"),
+    "sample_index": Field((int,), True, False, "0..n-1"),
+    "answer": Field(STR, False, False, "the instruction's reference answer, copied from train (optional)"),
+    "finish": Field(STR, False, True, "why generation ended: stop | eos | length"),
+    "sampling": Field((dict,), False, False, "the sampling parameters that made it"),
+}
+
+# pool/pool.jsonl: every kept candidate plus each instruction's `original`, the input of scoring and selection.
+POOL = {
+    "candidate_id": CANDIDATE["candidate_id"],
+    "instruction_id": CANDIDATE["instruction_id"],
+    "instruction": CANDIDATE["instruction"],
+    "response": Field(STR, True, True, "the candidate response (never blank in the pool)"),
+    "source": Field(STR, True, True, "the source model, or `original`"),
+    "sample_index": CANDIDATE["sample_index"],
+    "answer": CANDIDATE["answer"],
+    "correct": Field((bool, type(None)), True, False, "final answer matches (null: no answer to compare)"),
+}
+
+# scores/<target>.jsonl: one row per scored candidate, sorted by candidate_id.
+SCORED = {
+    "candidate_id": Field(STR, True, True, "the pool candidate"),
+    "instruction_id": Field(STR, True, True, "its instruction"),
+    "source": Field(STR, True, True, "its source"),
+    "n_tokens": Field((int,), True, False, "response tokens scored"),
+    "sum_logprob": Field(NUM, True, False, "sum of log p(token | prompt, earlier response tokens)"),
+    "mean_logprob": Field(NUM, True, False, "sum_logprob / n_tokens: GRAPE's criterion"),
+    "truncated": Field((bool,), True, False, "response cut to the context (score.overlong: truncate)"),
+}
+
+# scores/<target>.skipped.jsonl: candidates the target could not score, with the reason.
+SKIPPED = {
+    "candidate_id": Field(STR, True, True, "the pool candidate"),
+    "reason": Field(STR, True, True, "prompt_over_context | over_context | empty_response"),
+}
+
+# selections/<target>/<arm>.jsonl: one arm's training set for one target (TRL's prompt-completion form).
+SELECTION = {
+    "prompt": Field(STR, True, True, "the template's prompt part, `Question: {instruction}\\nAnswer:`"),
+    "completion": Field(STR, True, True, "the template's response part, ` {response}`"),
+    "instruction_id": Field(STR, True, True, "for analysis"),
+    "candidate_id": Field(STR, True, True, "for analysis"),
+    "source": Field(STR, True, True, "for analysis"),
+    "instruction": Field(STR, True, True, "alpaca-style column"),
+    "response": Field(STR, True, True, "alpaca-style column (`output`)"),
+    "mean_logprob": Field((int, float, type(None)), True, False, "the target's score (null for unscored arms)"),
+}
+
+# evaluate/<target>/<arm>.json, field `samples`: one row per test problem.
+EVAL_SAMPLE = {
+    "doc_id": Field((int,), True, False, "lm-eval's document index"),
+    "id": Field(STR, True, True, "the test problem id"),
+    "target": Field(STR, True, False, "the reference answer"),
+    "output": Field(STR, True, False, "the model's generation"),
+    "extracted": Field(STR, True, False, "the answer lm-eval's filter took from it"),
+    "correct": Field(NUM, True, False, "1.0 or 0.0"),
+}
+
+ALL = {
+    "train": TRAIN,
+    "test": TEST,
+    "candidate": CANDIDATE,
+    "pool": POOL,
+    "scored": SCORED,
+    "skipped": SKIPPED,
+    "selection": SELECTION,
+    "eval_sample": EVAL_SAMPLE,
+}

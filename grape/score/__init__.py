@@ -1,0 +1,99 @@
+"""The `score` stage: each target model's log-probability of every candidate response in the pool.
+
+Reads: `pool/pool.jsonl` (`grape.contracts.POOL`) and the target's model folder. Writes (per target, or per
+shard of it): the scored rows (`SCORED`) and the skipped rows (`SKIPPED`), both sorted by candidate_id.
+
+The stage is split by concern, and a backend only computes numbers:
+- `tokens`: pool rows -> token ids grouped by prompt, the overlong policy, checkpoint chunks;
+- `formula`: the score of one candidate by one plain forward pass (the definition);
+- `checkpoint`: the driver every backend runs under (chunks, `<output>.partial`, resume);
+- `results`: the one place triples become rows; `shards`: scatter/gather of whole instructions;
+- backends (`BACKENDS`, the schema's `score.backend` enum): `packed` (the engine: `packing`, `attention`,
+  `packed`), `reference` (the plain loop), `vllm`. A backend module has `load(model_dir, options, max_length,
+  seed)` returning an object with `name`, `fingerprint()` and `score(groups, pbar)`, and `CONTEXT_RESERVE`.
+  No backend imports another backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Mapping
+
+# score.backend -> module
+BACKENDS = {"packed": "grape.score.packed", "reference": "grape.score.reference", "vllm": "grape.score.vllm"}
+
+
+def backend(name: str):
+    if name not in BACKENDS:
+        raise ValueError(f"score.backend {name!r} is not one of {sorted(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def run(
+    params: Mapping, model_dir: str, pool_path: str, out: str, skipped_out: str, shard: int = 0, shards: int = 1
+) -> dict:
+    """Score shard `shard` of `shards` (whole instructions, `grape.score.shards.shard_of`) of the pool.
+
+    Every backend checkpoints every `score.chunk_size` candidates to `<out>.partial`, so a killed job resumes
+    where it stopped. A shard with no instruction is legitimate (a small pool, many shards) and is counted.
+    """
+    from grape import model_folder, runtime
+    from grape.contracts import POOL
+    from grape.io import read_jsonl, write_jsonl
+    from grape.score.checkpoint import score_pool
+    from grape.score.results import summary
+    from grape.score.shards import shard_rows
+    from grape.template import Template
+
+    runtime.setup(params["threads"], seed=params["seed"])
+    s = params["score"]
+    template = Template.from_config(params["template"])
+    pool = read_jsonl(pool_path, POOL, unique="candidate_id", non_empty="the candidate pool written by verify")
+    rows = shard_rows(pool, shard, shards)
+    impl = backend(s["backend"])
+    # Never score past the model's trained context: `max_length` is capped by it.
+    context = model_folder.context_length(model_dir)
+    max_length = min(s["max_length"], context - impl.CONTEXT_RESERVE) if context else s["max_length"]
+    partial = Path(f"{out}.partial")
+    if rows:
+        scorer = impl.load(model_dir, s, max_length, params["seed"])
+        tok = model_folder.load_tokenizer(model_dir)
+        scored, skipped = score_pool(
+            scorer, tok, template, rows, max_length, s["overlong"], chunk_size=s["chunk_size"], partial_path=partial
+        )
+    else:
+        scored, skipped = [], []
+    write_jsonl(out, scored)
+    write_jsonl(skipped_out, skipped)
+    partial.unlink(missing_ok=True)
+    return {
+        "backend": s["backend"],
+        "shard": shard,
+        "shards": shards,
+        "max_length": max_length,
+        "instructions": len({r["instruction_id"] for r in rows}),
+        "candidates": len(rows),
+        **summary(scored, skipped),
+    }
+
+
+def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_out: str) -> dict:
+    """Join the shards of one target into `scores/<target>.jsonl` (+ the skipped list); same for any shard count."""
+    from grape.contracts import SCORED, SKIPPED
+    from grape.io import read_jsonl, write_jsonl
+    from grape.score.results import summary
+    from grape.score.shards import gather_shards
+
+    parts = [
+        (read_jsonl(a, SCORED, unique="candidate_id"), read_jsonl(b, SKIPPED, unique="candidate_id"))
+        for a, b in zip(shard_paths, skipped_paths, strict=True)
+    ]
+    scored, skipped = gather_shards(parts)
+    write_jsonl(out, scored)
+    write_jsonl(skipped_out, skipped)
+    return {
+        "shards": len(parts),
+        "empty_shards": sum(1 for a, b in parts if not a and not b),
+        **summary(scored, skipped),
+    }

@@ -1,0 +1,11 @@
+rule compose:
+    output:
+        f"{RESULTS}/config.yaml",
+    log:
+        f"{RESULTS}/logs/compose.log",
+    conda:
+        ENV
+    params:
+        cfg=slice_of("compose"),
+    shell:
+        "grape compose --params {params.cfg:q} --output {output} > {log} 2>&1"
