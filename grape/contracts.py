@@ -92,6 +92,19 @@ EVAL_SAMPLE = {
     "correct": Field(NUM, True, False, "1.0 or 0.0"),
 }
 
+
+def markdown(spec) -> str:
+    """The spec as the markdown table docs/data_contract.md shows (a test keeps the two identical)."""
+    names = {str: "string", int: "int", float: "float", bool: "bool", dict: "object", type(None): "null"}
+    lines = ["| field | type | required | meaning |", "|---|---|---|---|"]
+    for name, f in spec.items():
+        types = " \\| ".join(names.get(t, t.__name__) for t in f.types)
+        need = ("yes, non-empty" if f.non_empty else "yes") if f.required else "no"
+        doc = f.doc.replace("|", "\\|")
+        lines.append(f"| `{name}` | {types} | {need} | {doc} |")
+    return "\n".join(lines)
+
+
 ALL = {
     "train": TRAIN,
     "test": TEST,

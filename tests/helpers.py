@@ -11,7 +11,29 @@ def score_reference(model, tok, template, rows, max_length, overlong="skip", pro
     return score_pool(ReferenceScorer(model), tok, template, rows, max_length, overlong, progress=progress, **driver)
 
 
-def score_packed(model, tok, template, rows, max_length, overlong="skip", *, chunk_size=None, partial_path=None,
-                 on_chunk=None, progress=False, **engine):
-    return score_pool(PackedScorer(model, **engine), tok, template, rows, max_length, overlong, chunk_size=chunk_size,
-                      partial_path=partial_path, on_chunk=on_chunk, progress=progress)
+def score_packed(
+    model,
+    tok,
+    template,
+    rows,
+    max_length,
+    overlong="skip",
+    *,
+    chunk_size=None,
+    partial_path=None,
+    on_chunk=None,
+    progress=False,
+    **engine,
+):
+    return score_pool(
+        PackedScorer(model, **engine),
+        tok,
+        template,
+        rows,
+        max_length,
+        overlong,
+        chunk_size=chunk_size,
+        partial_path=partial_path,
+        on_chunk=on_chunk,
+        progress=progress,
+    )

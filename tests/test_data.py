@@ -7,9 +7,9 @@ import json
 import pytest
 
 from grape.data.jsonl import load_user_splits
-from grape.word_problems import demo_splits
 from grape.io import DataError
 from grape.verify import extract_answer, is_correct
+from grape.word_problems import demo_splits
 
 
 def test_demo_splits_are_deterministic_and_disjoint():

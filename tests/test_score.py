@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import score_reference
 
 from grape.score.tokens import fit_to_length
 from grape.template import Template
-from helpers import score_reference
 
 
 def _rows():

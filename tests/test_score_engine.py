@@ -11,12 +11,12 @@ import json
 import random
 
 import pytest
+from helpers import score_packed, score_reference
 
 from grape import runtime
 from grape.score.packed import score_ids
 from grape.score.shards import gather_shards, shard_of, shard_rows
 from grape.template import Template
-from helpers import score_packed, score_reference
 
 runtime.set_offline()
 T = Template()

@@ -108,8 +108,18 @@ def test_run_writes_prompt_completion_rows(tmp_path):
     pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
     scores.write_text(
         "".join(
-            json.dumps({"candidate_id": c, "instruction_id": c.split(":")[0], "source": c.split(":")[1], "n_tokens": 3,
-                        "sum_logprob": 3 * s, "mean_logprob": s, "truncated": False}) + "\n"
+            json.dumps(
+                {
+                    "candidate_id": c,
+                    "instruction_id": c.split(":")[0],
+                    "source": c.split(":")[1],
+                    "n_tokens": 3,
+                    "sum_logprob": 3 * s,
+                    "mean_logprob": s,
+                    "truncated": False,
+                }
+            )
+            + "\n"
             for c, s in SCORES.items()
         )
     )
@@ -133,8 +143,13 @@ def test_empty_inputs_and_empty_selections_stop_with_the_file_named(tmp_path):
     pool, scores, empty = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl", tmp_path / "empty.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
     empty.write_text("")
-    params = {"seed": 0, "arm": "grape", "target": "t", "template": {},
-              "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]}}
+    params = {
+        "seed": 0,
+        "arm": "grape",
+        "target": "t",
+        "template": {},
+        "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]},
+    }
     with pytest.raises(DataError, match=r"empty.jsonl: no rows: expected the candidate pool"):
         select.run(params, str(empty), str(scores), str(tmp_path / "x.jsonl"))
     # every candidate skipped by scoring: the grape arm would train on nothing

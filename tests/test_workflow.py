@@ -136,10 +136,24 @@ def test_rerun_has_nothing_to_do_and_changes_rerun_only_what_depends(run):
     changed = snakemake(workdir, "--cores", "2", "-n", "--config", "experiment=tiny", "overrides=sft.lr=0.02")
     assert changed.returncode == 0, changed.stderr[-3000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", changed.stdout + changed.stderr, re.M))
-    assert {k for k in jobs if k not in ("total", "all")} == {"sft", "evaluate", "report"}
+    assert {k for k in jobs if k not in ("total", "all")} == {"compose", "sft", "evaluate", "report"}
     assert jobs["sft"] == "6" and jobs["evaluate"] == "6"
-    # put the written config back the way the run left it
-    snakemake(workdir, "--cores", "1", "-n", "--config", "experiment=tiny")
+    # a dry run writes nothing: the composed config on disk is still the one the run wrote
+    assert "lr: 0.02" not in (workdir / "results/tiny/config.yaml").read_text()
+
+
+def test_jobs_record_the_code_version(run):
+    _, r = run
+    meta = json.loads((r / "selections/tiny_a/grape.jsonl.meta.json").read_text())
+    assert set(meta["code"]) >= {"commit", "dirty"}
+    assert meta["code"]["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", meta["code"]["commit"])
+    assert meta["params"]["arm"] == "grape" and meta["params"]["select"]["k"] == 1
+
+
+def test_dry_run_on_a_clean_directory_writes_nothing(tmp_path):
+    proc = snakemake(tmp_path, "--cores", "1", "-n", "--config", "experiment=tiny")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "compose" in proc.stdout and not (tmp_path / "results").exists()
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
