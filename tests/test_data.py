@@ -49,3 +49,37 @@ def test_user_jsonl_splits_are_validated(tmp_path):
     test.write_text(json.dumps({"id": "t1", "instruction": "2+2?", "answer": "4"}) + "\n")
     tr, te = load_user_splits(str(train), str(test))
     assert tr[0]["answer"] == "2" and te[0]["answer"] == "4"
+
+
+def test_sample_stage_refuses_empty_train_before_loading_a_model(tmp_path):
+    from grape import sample
+
+    empty = tmp_path / "train.jsonl"
+    empty.write_text("")
+    params = {
+        "source": "s",
+        "seed": 0,
+        "threads": 1,
+        "prompt_format": "plain",
+        "template": {},
+        "sample": {
+            "backend": "hf",
+            "n": 1,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "max_new_tokens": 4,
+            "batch_size": 1,
+            "stop": [],
+        },
+    }
+    with pytest.raises(DataError, match=r"train.jsonl: no rows: expected the train instructions"):
+        sample.run(params, str(tmp_path / "no-model"), str(empty), str(tmp_path / "c.jsonl"))
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_user_data_with_no_rows_is_an_error(tmp_path):
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text("")
+    test.write_text(json.dumps({"id": "t1", "instruction": "2+2?", "answer": "4"}) + "\n")
+    with pytest.raises(DataError, match=r"train.jsonl: no rows"):
+        load_user_splits(str(train), str(test))

@@ -117,3 +117,47 @@ def test_stage_caps_max_length_at_the_model_context_and_lists_skips(tiny_model_d
     assert read_jsonl(skipped) == [{"candidate_id": "q9:s:0", "reason": "over_context"}]
     assert [r["candidate_id"] for r in read_jsonl(out)] == sorted(r["candidate_id"] for r in _rows())
     assert not (tmp_path / "s.jsonl.partial").exists()
+
+
+def test_stage_refuses_an_empty_pool_and_counts_an_empty_shard(tiny_model_dir, tmp_path):
+    import json
+
+    from grape import score
+    from grape.io import DataError, read_jsonl
+    from grape.score.shards import shard_of
+
+    params = {
+        "threads": 2,
+        "seed": 0,
+        "template": {},
+        "score": {
+            "backend": "packed",
+            "max_length": 512,
+            "overlong": "skip",
+            "token_budget": None,
+            "head_chunk": 64,
+            "chunk_size": 8,
+            "shards": 1,
+        },
+    }
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty.jsonl: no rows: expected the candidate pool"):
+        score.run(params, str(tiny_model_dir), str(empty), str(tmp_path / "s.jsonl"), str(tmp_path / "k.jsonl"))
+    assert not (tmp_path / "s.jsonl").exists()
+    rows = _rows()  # two instructions; with 8 shards most shards hold none
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({**r, "sample_index": 0, "answer": "1", "correct": True}) + "\n" for r in rows))
+    used = {shard_of(r["instruction_id"], 8) for r in rows}
+    idle = min(set(range(8)) - used)
+    counts = score.run(
+        params,
+        str(tiny_model_dir),
+        str(pool),
+        str(tmp_path / "s.jsonl"),
+        str(tmp_path / "k.jsonl"),
+        shard=idle,
+        shards=8,
+    )
+    assert counts["instructions"] == 0 and counts["candidates"] == 0 and counts["scored"] == 0
+    assert read_jsonl(tmp_path / "s.jsonl") == [] and read_jsonl(tmp_path / "k.jsonl") == []

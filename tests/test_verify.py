@@ -7,7 +7,7 @@ import json
 import pytest
 
 from grape import verify
-from grape.io import read_json, read_jsonl
+from grape.io import DataError, read_json, read_jsonl
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,68 @@ def test_unknown_instruction_is_an_error(tmp_path):
             str(tmp_path / "c.json"),
         )
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_empty_candidates_file_is_an_error_naming_it(tmp_path):
+    empty = tmp_path / "a.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match=r"a.jsonl: no rows: expected the sample stage's candidates"):
+        verify.run(
+            {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+            str(_train(tmp_path)),
+            [str(empty)],
+            str(tmp_path / "pool.jsonl"),
+            str(tmp_path / "counts.json"),
+        )
+    assert not (tmp_path / "pool.jsonl").exists()
+
+
+def test_a_source_with_nothing_correct_is_counted_not_an_error(tmp_path):
+    a = _cands(tmp_path, "a", {(0, 0): "It is 7.", (1, 0): "no idea"})
+    verify.run(
+        {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+        str(_train(tmp_path)),
+        [str(a)],
+        str(tmp_path / "pool.jsonl"),
+        str(tmp_path / "counts.json"),
+    )
+    table = {r["source"]: r for r in read_json(tmp_path / "counts.json")}
+    assert table["a"]["generated"] == 2 and table["a"]["kept"] == 0
+    assert table["a"]["dropped_wrong"] == 1 and table["a"]["dropped_no_answer"] == 1
+
+
+def test_answers_are_optional_unless_the_filter_needs_them(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"id": "q0", "instruction": "Say hi.", "response": "Hi!"}) + "\n")
+    cands = tmp_path / "a.jsonl"
+    cands.write_text(
+        json.dumps(
+            {
+                "candidate_id": "q0:a:0",
+                "instruction_id": "q0",
+                "instruction": "Say hi.",
+                "response": "Hello.",
+                "source": "a",
+                "sample_index": 0,
+            }
+        )
+        + "\n"
+    )
+    with pytest.raises(DataError, match=r"train.jsonl:1: field 'answer': missing \(verify.drop_incorrect"):
+        verify.run(
+            {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+            str(train),
+            [str(cands)],
+            str(tmp_path / "pool.jsonl"),
+            str(tmp_path / "counts.json"),
+        )
+    verify.run(
+        {"verify": {"drop_incorrect": False}, "sources": ["a"]},
+        str(train),
+        [str(cands)],
+        str(tmp_path / "pool.jsonl"),
+        str(tmp_path / "counts.json"),
+    )
+    pool = read_jsonl(tmp_path / "pool.jsonl")
+    assert [(r["source"], r["correct"]) for r in pool] == [("original", None), ("a", None)]
+    assert all("answer" not in r for r in pool)
