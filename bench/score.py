@@ -6,11 +6,11 @@
 
 Methods, each in a fresh subprocess (so peak memory is its own) on the same deterministic pool, timed as
 the best of --repeats runs after an untimed warm-up on one instruction:
-  plain   grape.score.score_reference: one forward pass per candidate, full logits, log_softmax
+  plain   grape.score.reference (score.backend: reference): one forward pass per candidate, full logits, log_softmax
   padded  batches of --padded-batch candidates, length-sorted, right-padded, full logits, log_softmax
-  engine  grape.score_engine.score_packed: prompt shared per instruction, LM head on response positions
+  engine  grape.score.packed (score.backend: packed): prompt shared per instruction, LM head on response positions
           only (score_ids on random-id pools)
-  vllm    grape.score_vllm (only when vllm is importable; text pools only)
+  vllm    grape.score.vllm (only when vllm is importable; text pools only)
 
 Columns:
   cand tok/s   candidate tokens / wall time, where candidate tokens = sum over candidates of
@@ -200,14 +200,15 @@ def padded_scores(model, examples, batch_size: int) -> dict:
 
 
 def plain_ids(model, examples) -> dict:
-    from grape.score_engine import reference_logprob_ids
+    from grape.score.formula import reference_logprob_ids
 
     return {key: (reference_logprob_ids(model, p, r), len(r)) for key, p, r in examples}
 
 
 def work_done(method: str, examples, args, n_body: int, n_head: int) -> float:
     """FLOPs performed (dense matmuls only): body tokens x 2 x non-embedding params + head positions x 2 x V x H."""
-    from grape.score_engine import _row_length, batch_plan, group_examples
+    from grape.score.packing import batch_plan, row_length
+    from grape.score.tokens import group_examples
 
     if method in ("plain", "vllm"):
         tokens = sum(len(p) + len(r) for _, p, r in examples)
@@ -220,8 +221,8 @@ def work_done(method: str, examples, args, n_body: int, n_head: int) -> float:
         )
         return tokens * 2 * (n_body + n_head)
     attention, batches = batch_plan(group_examples(examples), args.device, args.token_budget, args.attention)
-    body = sum((len(b) * _row_length(b[0])) if attention == "mask" else sum(_row_length(u) for u in b) for b in batches)
-    head = sum(_row_length(u) - len(u[0]) + 1 for b in batches for u in b)
+    body = sum((len(b) * row_length(b[0])) if attention == "mask" else sum(row_length(u) for u in b) for b in batches)
+    head = sum(row_length(u) - len(u[0]) + 1 for b in batches for u in b)
     return body * 2 * n_body + head * 2 * n_head
 
 
@@ -277,7 +278,7 @@ def worker(args) -> None:
     """Run one method; print one JSON line with its timings (scores go to --scores-out)."""
     import torch
 
-    from grape import models, runtime
+    from grape import model_folder, runtime
     from grape.template import Template
 
     runtime.setup(args.threads, seed=0)
@@ -305,8 +306,8 @@ def worker(args) -> None:
             args.resp_dist,
         )
     else:
-        tok = models.load_tokenizer(args.model)
-        model = models.load_model(args.model, device=device)
+        tok = model_folder.load_tokenizer(args.model)
+        model = model_folder.load_model(args.model, device=device)
         template = Template()
         rows = text_pool(
             tok,
@@ -328,37 +329,30 @@ def worker(args) -> None:
         if args.method == "plain":
             if tok is None:
                 return plain_ids(model, exs)
-            from grape.score import score_reference
+            from grape.score.checkpoint import score_pool
+            from grape.score.reference import ReferenceScorer
 
-            scored, _ = score_reference(model, tok, template, rows_subset, max_length, progress=False)
+            scored, _ = score_pool(ReferenceScorer(model), tok, template, rows_subset, max_length, progress=False)
             return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
         if args.method == "padded":
             return padded_scores(model, exs, args.padded_batch)
         if args.method == "engine":
             if tok is None:
-                from grape.score_engine import score_ids
+                from grape.score.packed import score_ids
 
                 return score_ids(model, exs, args.token_budget, args.head_chunk, attention=args.attention)
-            from grape.score_engine import score_packed
+            from grape.score.checkpoint import score_pool
+            from grape.score.packed import PackedScorer
 
-            scored, _ = score_packed(
-                model,
-                tok,
-                template,
-                rows_subset,
-                max_length,
-                token_budget=args.token_budget,
-                head_chunk=args.head_chunk,
-                progress=False,
-                attention=args.attention,
-            )
+            engine = PackedScorer(model, args.token_budget, args.head_chunk, attention=args.attention)
+            scored, _ = score_pool(engine, tok, template, rows_subset, max_length, progress=False)
             return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
         if args.method == "vllm":
-            from grape.score_vllm import score_vllm
+            from grape.score import vllm
+            from grape.score.checkpoint import score_pool
 
-            scored, _ = score_vllm(
-                args.model, tok, template, rows_subset, max_length, progress=False, dtype=runtime.dtype_name(device)
-            )
+            llm = vllm.load(args.model, {}, max_length, 0, dtype=runtime.dtype_name(device))
+            scored, _ = score_pool(llm, tok, template, rows_subset, max_length, progress=False)
             return {s["candidate_id"]: (s["sum_logprob"], s["n_tokens"]) for s in scored}
         raise SystemExit(f"unknown method {args.method}")
 
