@@ -103,6 +103,15 @@ def test_strongest_all_original_and_missing_scores():
     assert len(picked) == 3 and counts == {"unscored_candidates": 3, "instructions_without_scores": 1}
 
 
+GRAPE_PARAMS = {
+    "seed": 0,
+    "arm": "grape",
+    "target": "t",
+    "template": {},
+    "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]},
+}
+
+
 def test_run_writes_prompt_completion_rows(tmp_path):
     pool, scores = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
@@ -123,13 +132,7 @@ def test_run_writes_prompt_completion_rows(tmp_path):
             for c, s in SCORES.items()
         )
     )
-    params = {
-        "seed": 0,
-        "arm": "grape",
-        "target": "t",
-        "template": {},
-        "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]},
-    }
+    params = GRAPE_PARAMS
     out = tmp_path / "grape.jsonl"
     select.run(params, str(pool), str(scores), str(out))
     rows = read_jsonl(out)
@@ -143,13 +146,7 @@ def test_empty_inputs_and_empty_selections_stop_with_the_file_named(tmp_path):
     pool, scores, empty = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl", tmp_path / "empty.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
     empty.write_text("")
-    params = {
-        "seed": 0,
-        "arm": "grape",
-        "target": "t",
-        "template": {},
-        "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]},
-    }
+    params = GRAPE_PARAMS
     with pytest.raises(DataError, match=r"empty.jsonl: no rows: expected the candidate pool"):
         select.run(params, str(empty), str(scores), str(tmp_path / "x.jsonl"))
     # every candidate skipped by scoring: the grape arm would train on nothing
