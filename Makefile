@@ -36,9 +36,9 @@ lint: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -q tests/test_lint.py
 
 format: $(STAMP)
-	$(BIN)/ruff format grape tests bench
-	$(BIN)/ruff check --fix grape tests bench
-	$(BIN)/snakefmt Snakefile workflow/rules
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/snakefmt .
 
 bench: $(STAMP)
 	$(BIN)/python bench/score.py

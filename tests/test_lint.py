@@ -17,17 +17,17 @@ def _run(*cmd: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 def test_ruff_check():
-    proc = _run(sys.executable, "-m", "ruff", "check", "grape", "tests", "bench")
+    proc = _run(sys.executable, "-m", "ruff", "check", ".")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def test_ruff_format():
-    proc = _run(sys.executable, "-m", "ruff", "format", "--check", "grape", "tests", "bench")
+    proc = _run(sys.executable, "-m", "ruff", "format", "--check", ".")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def test_snakefmt():
-    proc = _run(str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules")
+    proc = _run(str(BIN / "snakefmt"), "--check", ".")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
