@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from grape import config as gconfig
 from grape import runtime
@@ -58,6 +59,7 @@ def _finish(stage: str, params: dict, outputs: list[str], inputs: dict, counts: 
 
 
 def cmd_compose(args):
+    t0 = time.time()
     if args.params is not None:
         cfg = gconfig.parse_params(args.params)
         gconfig.validate(cfg)
@@ -65,6 +67,7 @@ def cmd_compose(args):
         cfg = gconfig.compose(args.experiment, args.overrides)
     if args.output:
         gconfig.write_if_changed(args.output, cfg)
+        _finish("compose", cfg, [args.output], {}, {}, t0)
     else:
         sys.stdout.write(gconfig.dump(cfg))
 
@@ -158,7 +161,14 @@ def cmd_report(args):
     t0, p = time.time(), _load(args, "report")
     inputs = report.Inputs(args.evals, args.trained, args.selections, args.scores, args.verify_counts)
     counts = report.run(p, inputs, args.output_dir)
-    print(json.dumps({"stage": "report", **counts, "seconds": round(time.time() - t0, 1)}, default=str))
+    files = {
+        f"{kind}{i}": path
+        for kind in ("evals", "trained", "selections", "scores")
+        for i, path in enumerate(getattr(inputs, kind))
+    }
+    files["verify_counts"] = inputs.verify_counts
+    outputs = [str(Path(args.output_dir) / name) for name in ("results.csv", "summary.html")]
+    _finish("report", p, outputs, files, counts, t0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,8 +266,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (gconfig.ConfigError, ValueError, FileNotFoundError) as err:
+    except (gconfig.ConfigError, ValueError, OSError, ImportError) as err:
         print(f"grape {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyError as err:  # a hand-written --params slice that lacks a key the stage reads
+        print(
+            f"grape {args.stage}: error: the stage's settings lack the key {err}; pass the slice that "
+            f"`grape compose` + stage_params give, or use --config",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -193,6 +193,10 @@ def load(path: str | Path) -> dict:
 def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     """The exact slice of the config a stage reads. Used for the rule's params and by the stage itself."""
     cfg = copy.deepcopy(dict(cfg))
+    for key, field in (("model", "models"), ("source", "sources"), ("target", "targets"), ("arm", "select.arms")):
+        known = cfg["select"]["arms"] if field == "select.arms" else cfg[field]
+        if key in wc and wc[key] not in known:
+            raise ConfigError(f"{key} {wc[key]!r} is not one of the config's {field} ({', '.join(known)})")
     common = {"seed": cfg["seed"], "threads": cfg["threads"]}
     if stage == "data":
         return {**common, "data": cfg["data"]}
@@ -236,12 +240,14 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     raise KeyError(stage)
 
 
+SCORED_ARMS = ("grape", "reverse")  # the select arms that rank by the target's scores (the workflow imports this)
 STAGES = ("compose", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate", "report")
 
 
 def params_json(cfg: Mapping, stage: str, **wc: str) -> str:
     """A stage's slice as the JSON string a rule passes to its job (`grape <stage> --params JSON`)."""
-    return json.dumps(stage_params(cfg, stage, **wc), sort_keys=True, ensure_ascii=False)
+    # Key order is the composition's (deterministic), so the composed config keeps Hydra's order when written.
+    return json.dumps(stage_params(cfg, stage, **wc), ensure_ascii=False)
 
 
 def parse_params(text: str) -> dict:

@@ -65,12 +65,13 @@ def code_version() -> dict:
 
     try:
         top = Path(git("rev-parse", "--show-toplevel")).resolve()
-        if not (top / "grape" / "__init__.py").exists():
-            raise subprocess.CalledProcessError(1, "git")  # a git repo around an installed copy, not ours
+        if top != root:  # e.g. a copy installed into a venv that sits inside some checkout: not this code's commit
+            return {"commit": None, "dirty": None, "why": f"{root} is not the top of a git checkout"}
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--", "."))
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "why": f"{root} is not a git checkout of the suite"}
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", None) or str(err)
+        return {"commit": None, "dirty": None, "why": f"git could not read {root}: {str(detail).strip()[:200]}"}
     return {"commit": commit, "dirty": dirty}
 
 

@@ -23,6 +23,7 @@ import random
 from collections import Counter, defaultdict
 from typing import Callable, Mapping
 
+from grape.config import SCORED_ARMS
 from grape.contracts import POOL, SCORED
 from grape.io import DataError, read_jsonl, write_jsonl
 from grape.template import Template
@@ -78,7 +79,6 @@ ARMS: dict[str, Callable[[Choice], list[dict]]] = {
     "all": lambda c: c.cands,
     "original": lambda c: [x for x in c.cands if x["source"] == "original"],
 }
-SCORED_ARMS = ("grape", "reverse")  # the arms that read the target's scores
 
 
 def choose(

@@ -100,3 +100,35 @@ def test_stage_params_are_slices():
 def test_strings_survive_the_override_grammar(text):
     exp, ov = gconfig.overrides_from_mapping({"experiment": "tiny", "sample": {"stop": [text, "x"]}})
     assert gconfig.compose(exp, ov)["sample"]["stop"] == [text, "x"]
+
+
+def test_stage_names_are_checked_and_cli_errors_are_messages(tmp_path, capsys):
+    from grape import cli
+
+    cfg = gconfig.compose("tiny")
+    with pytest.raises(ConfigError, match=r"target 'nope' is not one of the config's targets \(tiny_a\)"):
+        gconfig.stage_params(cfg, "select", target="nope", arm="grape")
+    path = tmp_path / "c.yaml"
+    assert cli.main(["compose", "--experiment", "tiny", "-o", str(path)]) == 0
+    assert (tmp_path / "c.yaml.meta.json").exists()
+    assert gconfig.load(path) == cfg  # the written config keeps the composition (and its key order)
+    assert list(gconfig.load(path)) == list(cfg)
+    capsys.readouterr()
+    args = ["select", "--params", '{"arm": "grape"}', "--pool", str(tmp_path), "--output", str(tmp_path / "s.jsonl")]
+    assert cli.main(args) == 2
+    assert "lack the key 'select'" in capsys.readouterr().err
+    args = [
+        "select",
+        "--config",
+        str(path),
+        "--target",
+        "tiny_a",
+        "--arm",
+        "grape",
+        "--pool",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "s.jsonl"),
+    ]
+    assert cli.main(args) == 2  # a folder where the pool file should be: a message, not a traceback
+    assert "grape select: error:" in capsys.readouterr().err

@@ -148,6 +148,8 @@ def test_jobs_record_the_code_version(run):
     assert set(meta["code"]) >= {"commit", "dirty"}
     assert meta["code"]["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", meta["code"]["commit"])
     assert meta["params"]["arm"] == "grape" and meta["params"]["select"]["k"] == 1
+    for out in ("report/results.csv", "config.yaml"):  # the main result and the composed config too
+        assert set(json.loads((r / f"{out}.meta.json").read_text())["code"]) >= {"commit", "dirty"}
 
 
 def test_dry_run_on_a_clean_directory_writes_nothing(tmp_path):

@@ -111,7 +111,7 @@ def _segment_attention(
 
     layout = _LAYOUT.get()
     if layout is None:
-        raise RuntimeError("grape_segments attention called outside score_engine")
+        raise RuntimeError("grape_segments attention called outside grape.score.packed")
     if softcap is not None or kwargs.get("s_aux") is not None:
         raise NotImplementedError(
             "attention softcapping / sinks are not supported by attention='segments'; "

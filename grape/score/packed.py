@@ -40,7 +40,7 @@ def _check_model(model, mode: str) -> None:
     types = set(getattr(cfg, "layer_types", None) or [])
     if types - {"full_attention", "sliding_attention"}:
         raise NotImplementedError(
-            f"layer types {sorted(types)} are not supported by score_packed; use the reference backend"
+            f"layer types {sorted(types)} are not supported by the packed engine; use the reference backend"
         )
 
 

@@ -31,10 +31,6 @@ ENV = "../../envs/grape.yaml"
 THREADS = CFG["threads"]
 ARM_LIST = list(CFG["select"]["arms"])
 SHARD_COUNT = CFG["score"]["shards"]
-SCORED_ARMS = (
-    "grape",
-    "reverse",
-)  # the arms that read the target's scores (grape.select.SCORED_ARMS)
 TASK_YAML = f"{RESULTS}/evaluate/lm_eval_task/task.yaml"
 
 
@@ -66,7 +62,7 @@ def user_data(wc):
 
 def select_scores(wc):
     """Only grape/reverse read the scores, so rescoring does not retrain the other arms."""
-    return [f"{RESULTS}/scores/{wc.target}.jsonl"] if wc.arm in SCORED_ARMS else []
+    return [f"{RESULTS}/scores/{wc.target}.jsonl"] if wc.arm in gconfig.SCORED_ARMS else []
 
 
 def scores_flag(wc, input):

@@ -17,6 +17,7 @@ rule evaluate_base:
     input:
         model=f"{RESULTS}/models/{{target}}",
         task=TASK_YAML,
+        test=f"{RESULTS}/data/test.jsonl",  # read through the task YAML's data_files
     output:
         f"{RESULTS}/evaluate/{{target}}/base.json",
     log:
@@ -37,6 +38,7 @@ rule evaluate:
     input:
         model=f"{RESULTS}/sft/{{target}}/{{arm}}",
         task=TASK_YAML,
+        test=f"{RESULTS}/data/test.jsonl",  # read through the task YAML's data_files
     output:
         f"{RESULTS}/evaluate/{{target}}/{{arm}}.json",
     log:
