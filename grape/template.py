@@ -50,3 +50,23 @@ class Template:
         if add_eos and tokenizer.eos_token_id is not None:
             response_ids.append(tokenizer.eos_token_id)
         return prompt_ids, response_ids
+
+    def tokenize_prompts(self, tokenizer, instructions: list[str]) -> list[list[int]]:
+        """`tokenize`'s prompt ids for many instructions at once (the fast tokenizer's batch API; same ids)."""
+        if not instructions:
+            return []
+        texts = [self.render_prompt(i) for i in instructions]
+        return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+    def tokenize_responses(self, tokenizer, responses: list[str], add_eos: bool = False) -> list[list[int]]:
+        """`tokenize`'s response ids for many responses at once (same ids, plus EOS when asked)."""
+        if not responses:
+            return []
+        out = [
+            list(ids)
+            for ids in tokenizer([self.render_response(r) for r in responses], add_special_tokens=False)["input_ids"]
+        ]
+        if add_eos and tokenizer.eos_token_id is not None:
+            for ids in out:
+                ids.append(tokenizer.eos_token_id)
+        return out

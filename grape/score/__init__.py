@@ -4,7 +4,8 @@ Reads: `pool/pool.jsonl` (`grape.contracts.POOL`) and the target's model folder.
 shard of it): the scored rows (`SCORED`) and the skipped rows (`SKIPPED`), both sorted by candidate_id.
 
 The stage is split by concern, and a backend only computes numbers:
-- `tokens`: pool rows -> token ids grouped by prompt, the overlong policy, checkpoint chunks;
+- `stream`: the pool indexed once, then tokenized chunk by chunk in a producer thread (bounded memory);
+- `tokens`: the overlong policy and groups of candidates by prompt;
 - `formula`: the score of one candidate by one plain forward pass (the definition);
 - `checkpoint`: the driver every backend runs under (chunks, `<output>.partial`, resume);
 - `results`: the one place triples become rows; `shards`: scatter/gather of whole instructions;
@@ -35,35 +36,39 @@ def run(
 ) -> dict:
     """Score shard `shard` of `shards` (whole instructions, `grape.score.shards.shard_of`) of the pool.
 
-    Every backend checkpoints every `score.chunk_size` candidates to `<out>.partial`, so a killed job resumes
-    where it stopped. A shard with no instruction is legitimate (a small pool, many shards) and is counted.
+    The pool is streamed (`grape.score.stream`): indexed once, then tokenized chunk by chunk beside the forward
+    passes, so memory is bounded by the chunk size. Every backend checkpoints every `score.chunk_size` candidates
+    to `<out>.partial`, so a killed job resumes where it stopped. A shard with no instruction is legitimate (a
+    small pool, many shards) and is counted; it loads no model.
     """
     from grape import model_folder, runtime
-    from grape.contracts import POOL
-    from grape.io import read_jsonl, write_jsonl
-    from grape.score.checkpoint import score_pool
+    from grape.io import write_jsonl
+    from grape.score.checkpoint import score_file
     from grape.score.results import summary
-    from grape.score.shards import shard_rows
+    from grape.score.stream import index_file
     from grape.template import Template
 
     runtime.setup(params["threads"], seed=params["seed"])
     s = params["score"]
     template = Template.from_config(params["template"])
-    pool = read_jsonl(pool_path, POOL, unique="candidate_id", non_empty="the candidate pool written by verify")
-    rows = shard_rows(pool, shard, shards)
     impl = backend(s["backend"])
+    index = index_file(pool_path, s["chunk_size"], shard, shards)  # checks every row; an empty pool is an error
     # Never score past the model's trained context: `max_length` is capped by it.
     context = model_folder.context_length(model_dir)
     max_length = min(s["max_length"], context - impl.CONTEXT_RESERVE) if context else s["max_length"]
     partial = Path(f"{out}.partial")
-    if rows:
-        scorer = impl.load(model_dir, s, max_length, params["seed"])
-        tok = model_folder.load_tokenizer(model_dir)
-        scored, skipped = score_pool(
-            scorer, tok, template, rows, max_length, s["overlong"], chunk_size=s["chunk_size"], partial_path=partial
-        )
-    else:
-        scored, skipped = [], []
+    tok = model_folder.load_tokenizer(model_dir) if index.ids else None
+    scored, skipped = score_file(
+        lambda: impl.load(model_dir, s, max_length, params["seed"]),
+        tok,
+        template,
+        pool_path,
+        max_length,
+        s["overlong"],
+        chunk_size=s["chunk_size"],
+        index=index,
+        partial_path=partial,
+    )
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
     partial.unlink(missing_ok=True)
@@ -72,8 +77,8 @@ def run(
         "shard": shard,
         "shards": shards,
         "max_length": max_length,
-        "instructions": len({r["instruction_id"] for r in rows}),
-        "candidates": len(rows),
+        "instructions": index.instructions,
+        "candidates": len(index.ids),
         **summary(scored, skipped),
     }
 

@@ -1,10 +1,12 @@
 """The checkpointed driver every scoring backend runs under: chunks, a partial file, resume.
 
-`score_pool` prepares the pool (`grape.score.tokens`), cuts it into chunks of whole instructions, hands each
-chunk to the backend's `score(groups, pbar)` and appends the chunk's rows to `<output>.partial` (one JSON line
-per chunk, fsynced). A rerun skips the chunks already there, so a killed job resumes where it stopped and the
-result is identical to an uninterrupted run. A partial file written for another pool, template, length policy,
-chunking or backend setting (the backend's `fingerprint()`) is refused.
+The pool is indexed and cut into chunks of whole instructions (`grape.score.stream`); each chunk is tokenized
+by a producer thread while the previous one is scored, handed to the backend's `score(groups, pbar)`, and its
+rows (scored and skipped) are appended to `<output>.partial` (one JSON line per chunk, fsynced). A rerun skips
+the chunks already there, so a killed job resumes where it stopped and the result is identical to an
+uninterrupted run. A partial file written for another pool, template, length policy, chunking or backend setting
+(the backend's `fingerprint()`) is refused. `score_file` streams a pool file (the stage); `score_pool` takes
+rows already in memory (tests, benchmarks).
 
 A backend is any object with `name`, `fingerprint() -> dict` and `score(groups, pbar) -> [(candidate_id,
 sum_logprob, n_tokens)]`; it writes no files itself.
@@ -21,7 +23,8 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 from tqdm import tqdm
 
 from grape.score.results import score_rows
-from grape.score.tokens import ROW_FIELDS, Group, plan_chunks, prepare
+from grape.score.stream import PoolIndex, index_file, index_rows, tokenized_chunks
+from grape.score.tokens import OVERLONG, Group
 from grape.template import Template
 
 PARTIAL_FORMAT = "grape-score-partial/2"
@@ -35,19 +38,20 @@ class Scorer(Protocol):
     def score(self, groups: Sequence[Group], pbar=None) -> list[tuple]: ...
 
 
-def pool_fingerprint(
+def run_fingerprint(
+    index: PoolIndex,
     template: Template,
-    rows: Sequence[Mapping],
     max_length: int,
     overlong: str,
     chunk_size: int | None,
     extra: Mapping | None = None,
 ) -> str:
-    """What a partial file's chunks depend on: the pool's text, the template, the length policy, the plan."""
+    """What a partial file's chunks depend on: the rows, the template, the length policy, the plan, the backend."""
     h = hashlib.sha256()
     h.update(
         json.dumps(
             {
+                "rows": index.fingerprint,
                 "template": [template.prompt, template.response, template.score_eos],
                 "max_length": max_length,
                 "overlong": overlong,
@@ -58,14 +62,13 @@ def pool_fingerprint(
             default=str,
         ).encode()
     )
-    for row in sorted(rows, key=lambda r: r["candidate_id"]):
-        h.update(json.dumps([row[f] for f in ROW_FIELDS]).encode())
     return h.hexdigest()
 
 
-def read_partial(path: Path, fingerprint: str) -> dict[int, list[dict]]:
-    """Completed chunks of a partial file. A torn last line (a kill mid-write) is cut off the file."""
-    done: dict[int, list[dict]] = {}
+def read_partial(path: Path, fingerprint: str) -> dict[int, dict]:
+    """Completed chunks of a partial file ({chunk: {"scored": [...], "skipped": [...]}}); a torn last line (a kill
+    mid-write) is cut off the file."""
+    done: dict[int, dict] = {}
     if not path.exists():
         return done
     good = 0
@@ -82,7 +85,7 @@ def read_partial(path: Path, fingerprint: str) -> dict[int, list[dict]]:
             raise ValueError(
                 f"{path}: partial scores from a different pool, model or settings; delete it to start over"
             )
-        done[int(rec["chunk"])] = rec["scored"]
+        done[int(rec["chunk"])] = rec
         good += len(line)
     if good < len(data):
         with open(path, "r+b") as fh:
@@ -97,6 +100,67 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def score_index(
+    scorer: Scorer,
+    tokenizer,
+    template: Template,
+    index: PoolIndex,
+    max_length: int,
+    overlong: str = "skip",
+    *,
+    chunk_size: int | None = None,
+    partial_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_chunk: Callable[[int, list[dict]], None] | None = None,
+    ahead: int = 2,
+) -> tuple[list[dict], list[dict]]:
+    """Score an indexed pool chunk by chunk. Returns (scored, skipped), both sorted by candidate_id.
+
+    `chunk_size` must be the one the index was planned with (it is part of the resume fingerprint).
+    `on_chunk(index, rows)` runs after a chunk is durable (tests use it to stop a run). `ahead`: chunks the
+    tokenizer thread may prepare in advance (0: tokenize in the scoring thread).
+    """
+    if overlong not in OVERLONG:
+        raise ValueError(f"overlong must be 'skip' or 'truncate', got {overlong!r}")
+    path, fp, done = None, None, {}
+    if partial_path is not None:
+        path = Path(partial_path)
+        fp = run_fingerprint(
+            index, template, max_length, overlong, chunk_size, {"backend": scorer.name, **scorer.fingerprint()}
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = read_partial(path, fp)
+    scored, skipped = [], []
+    todo = []
+    for ci, chunk in enumerate(index.chunks):
+        if ci in done:
+            rec = done[ci]
+            if sorted(r["candidate_id"] for r in rec["scored"] + rec["skipped"]) != sorted(index.ids[i] for i in chunk):
+                raise ValueError(f"{path}: chunk {ci} does not match this pool; delete it to start over")
+            scored.extend(rec["scored"])
+            skipped.extend(rec["skipped"])
+        else:
+            todo.append(ci)
+    total = sum(len(c) for c in index.chunks)
+    with tqdm(total=total, desc=f"score ({scorer.name})", unit="cand", disable=not progress) as pbar:
+        pbar.update(len(scored) + len(skipped))
+        for ci, (groups, meta, skip) in tokenized_chunks(index, todo, tokenizer, template, max_length, overlong, ahead):
+            res = score_rows(meta, scorer.score(groups, pbar))
+            skip.sort(key=lambda s: s["candidate_id"])
+            pbar.update(len(skip))
+            if path is not None:
+                _append(
+                    path, {"format": PARTIAL_FORMAT, "fingerprint": fp, "chunk": ci, "scored": res, "skipped": skip}
+                )
+            if on_chunk is not None:
+                on_chunk(ci, res)
+            scored.extend(res)
+            skipped.extend(skip)
+    scored.sort(key=lambda s: s["candidate_id"])
+    skipped.sort(key=lambda s: s["candidate_id"])
+    return scored, skipped
+
+
 def score_pool(
     scorer: Scorer,
     tokenizer,
@@ -106,42 +170,37 @@ def score_pool(
     overlong: str = "skip",
     *,
     chunk_size: int | None = None,
-    partial_path: str | os.PathLike | None = None,
-    progress: bool = True,
-    on_chunk: Callable[[int, list[dict]], None] | None = None,
+    **driver,
 ) -> tuple[list[dict], list[dict]]:
-    """Score pool rows with `scorer`. Returns (scored, skipped), both sorted by candidate_id.
+    """Score pool rows already in memory with `scorer` (see `score_index` for the options)."""
+    if overlong not in OVERLONG:
+        raise ValueError(f"overlong must be 'skip' or 'truncate', got {overlong!r}")
+    index = index_rows(list(rows), chunk_size)
+    return score_index(scorer, tokenizer, template, index, max_length, overlong, chunk_size=chunk_size, **driver)
 
-    chunk_size: candidates per chunk (whole instructions; None: one chunk). partial_path: checkpoint file
-    (None: no checkpoint). `on_chunk(index, rows)` runs after a chunk is durable (used by tests to stop a run).
-    The caller writes the final output atomically, then deletes the partial file.
-    """
-    rows = list(rows)
-    prep = prepare(tokenizer, template, rows, max_length, overlong)
-    chunks = plan_chunks(prep.groups, chunk_size)
-    path, fp, done = None, None, {}
-    if partial_path is not None:
-        path = Path(partial_path)
-        fp = pool_fingerprint(
-            template, rows, max_length, overlong, chunk_size, {"backend": scorer.name, **scorer.fingerprint()}
+
+def score_file(
+    scorer_factory: Callable[[], Scorer],
+    tokenizer,
+    template: Template,
+    path,
+    max_length: int,
+    overlong: str = "skip",
+    *,
+    chunk_size: int | None = None,
+    shard: int = 0,
+    shards: int = 1,
+    index: PoolIndex | None = None,
+    **driver,
+) -> tuple[list[dict], list[dict]]:
+    """Stream a pool JSONL file (one shard of it) through the scorer; the scorer is built only when there is
+    something to score (an empty shard loads no model)."""
+    index = index or index_file(path, chunk_size, shard, shards, progress=driver.get("progress", True))
+    try:
+        if not index.ids:
+            return [], []
+        return score_index(
+            scorer_factory(), tokenizer, template, index, max_length, overlong, chunk_size=chunk_size, **driver
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        done = read_partial(path, fp)
-    scored = []
-    with tqdm(total=len(prep.meta), desc=f"score ({scorer.name})", unit="cand", disable=not progress) as pbar:
-        for ci, chunk in enumerate(chunks):
-            keys = sorted(k for g in chunk for k in g.keys)
-            if ci in done:
-                if sorted(r["candidate_id"] for r in done[ci]) != keys:
-                    raise ValueError(f"{path}: chunk {ci} does not match this pool; delete it to start over")
-                scored.extend(done[ci])
-                pbar.update(len(keys))
-                continue
-            res = score_rows(prep, scorer.score(chunk, pbar))
-            if path is not None:
-                _append(path, {"format": PARTIAL_FORMAT, "fingerprint": fp, "chunk": ci, "scored": res})
-            if on_chunk is not None:
-                on_chunk(ci, res)
-            scored.extend(res)
-    scored.sort(key=lambda s: s["candidate_id"])
-    return scored, prep.skipped
+    finally:
+        index.close()

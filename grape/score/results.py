@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from grape.score.tokens import Prepared
 
+def score_rows(meta: dict, results: Iterable[tuple]) -> list[dict]:
+    """(candidate_id, sum_logprob, n_tokens) triples -> scored rows, sorted by candidate_id.
 
-def score_rows(prep: Prepared, results: Iterable[tuple]) -> list[dict]:
-    """(candidate_id, sum_logprob, n_tokens) triples -> scored rows, sorted by candidate_id."""
+    `meta` maps candidate_id -> (instruction_id, source, truncated)."""
     out = []
     for key, total, n in results:
-        instruction_id, source, truncated = prep.meta[key]
+        instruction_id, source, truncated = meta[key]
         out.append(
             {
                 "candidate_id": key,
