@@ -161,3 +161,39 @@ def test_stage_refuses_an_empty_pool_and_counts_an_empty_shard(tiny_model_dir, t
     )
     assert counts["instructions"] == 0 and counts["candidates"] == 0 and counts["scored"] == 0
     assert read_jsonl(tmp_path / "s.jsonl") == [] and read_jsonl(tmp_path / "k.jsonl") == []
+
+
+def test_dtype_auto_follows_the_cpu_and_is_recorded(tiny_model_dir, tmp_path, monkeypatch):
+    import json
+
+    from grape import runtime, score
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    assert runtime.choose_dtype("auto", "cpu")[0] == "float32"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    name, why = runtime.choose_dtype("auto", "cpu")
+    assert name == "bfloat16" and "amx_bf16" in why
+    assert runtime.choose_dtype("float32", "cpu") == ("float32", "asked for in the config")
+    with pytest.raises(ValueError, match="dtype must be"):
+        runtime.choose_dtype("fp8", "cpu")
+    monkeypatch.undo()
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({**r, "sample_index": 0, "correct": None}) + "\n" for r in _rows()))
+    params = {
+        "threads": 2,
+        "seed": 0,
+        "template": {},
+        "score": {
+            "backend": "packed",
+            "dtype": "auto",
+            "max_length": 512,
+            "overlong": "skip",
+            "token_budget": None,
+            "head_chunk": 64,
+            "chunk_size": 2,
+            "shards": 1,
+        },
+    }
+    counts = score.run(params, str(tiny_model_dir), str(pool), str(tmp_path / "s.jsonl"), str(tmp_path / "k.jsonl"))
+    assert (counts["dtype"], counts["dtype_reason"]) == runtime.choose_dtype("auto", "cpu")

@@ -52,6 +52,8 @@ def run(
     s = params["score"]
     template = Template.from_config(params["template"])
     impl = backend(s["backend"])
+    dtype, dtype_why = runtime.choose_dtype(s.get("dtype", "auto"))
+    options = {**s, "dtype": dtype}
     index = index_file(pool_path, s["chunk_size"], shard, shards)  # checks every row; an empty pool is an error
     # Never score past the model's trained context: `max_length` is capped by it.
     context = model_folder.context_length(model_dir)
@@ -59,7 +61,7 @@ def run(
     partial = Path(f"{out}.partial")
     tok = model_folder.load_tokenizer(model_dir) if index.ids else None
     scored, skipped = score_file(
-        lambda: impl.load(model_dir, s, max_length, params["seed"]),
+        lambda: impl.load(model_dir, options, max_length, params["seed"]),
         tok,
         template,
         pool_path,
@@ -74,6 +76,8 @@ def run(
     partial.unlink(missing_ok=True)
     return {
         "backend": s["backend"],
+        "dtype": dtype,
+        "dtype_reason": dtype_why,
         "shard": shard,
         "shards": shards,
         "max_length": max_length,

@@ -92,6 +92,6 @@ def load(model_dir: str, options: Mapping, max_length: int, seed: int, **llm_kwa
 
     from grape import runtime
 
-    dtype = llm_kwargs.pop("dtype", None) or runtime.dtype_name()
+    dtype = llm_kwargs.pop("dtype", None) or options.get("dtype") or runtime.dtype_name()
     llm = load_llm(model_dir, max_length, dtype=dtype, seed=seed, **llm_kwargs)
     return VllmScorer(llm, str(Path(model_dir).resolve()), dtype)
