@@ -2,6 +2,8 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/score.py                      # CPU, SmolLM2-135M, all methods
     .venv/bin/python bench/score.py --resp-dist uniform                  # longer responses (less to share)
+    .venv/bin/python bench/score.py --ultrainteract                      # UltraInteract-like: 10 candidates,
+                                                                          # log-normal lengths, median ~350, tail 2K
     python bench/score.py --device cuda --random-shape llama3.1-8b --n-instructions 256   # GPU, random 8B, bf16
 
 Methods, each in a fresh subprocess (so peak memory is its own) on the same deterministic pool, timed as
@@ -99,7 +101,10 @@ _FILLER = (
 
 
 def resp_length(rng: random.Random, lo: int, hi: int, dist: str) -> int:
-    """uniform: every length in [lo, hi] equally likely; loguniform: log-length uniform (more short responses)."""
+    """uniform: every length in [lo, hi] equally likely; loguniform: log-length uniform (more short responses);
+    lognormal: median 350, sigma 0.7 (UltraInteract-like: most answers a few hundred tokens, a tail to 2K), clipped."""
+    if dist == "lognormal":
+        return max(lo, min(hi, int(round(rng.lognormvariate(math.log(350), 0.7)))))
     if dist == "loguniform":
         return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
     return rng.randint(lo, hi)
@@ -130,8 +135,10 @@ def text_pool(
             target = resp_length(rng, resp_min, resp_max, dist)
             resp = [f"{name} has {a} {item} and gets {b} more, so {a} + {b} = {a + b}."]
             text = resp[0]
-            while ntok(" " + text) < target:
-                resp.append(rng.choice(_FILLER))
+            while (have := ntok(" " + text)) < target:
+                # long responses grow several sentences at a time (a tokenizer call per word would be quadratic)
+                grow = max(1, (target - have) // 16) if dist == "lognormal" else 1
+                resp.extend(rng.choice(_FILLER) for _ in range(grow))
                 text = " ".join(resp)
             while ntok(" " + text) > target and len(resp) > 1:  # trim to the target (within a word)
                 resp.pop()
@@ -428,8 +435,15 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--resp-dist",
         default="loguniform",
-        choices=["uniform", "loguniform"],
-        help="response lengths: loguniform (median ~45 tok, like sampled answers) or uniform",
+        choices=["uniform", "loguniform", "lognormal"],
+        help="response lengths: loguniform (median ~45 tok, like sampled answers), uniform, or lognormal "
+        "(median ~350, UltraInteract-like)",
+    )
+    ap.add_argument(
+        "--ultrainteract",
+        action="store_true",
+        help="UltraInteract-like pool: 10 candidates per instruction, prompts ~150 tok, responses lognormal "
+        "(median ~350 tok) in [20, 2048] (sets --candidates, --prompt-tokens, --resp-*)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -454,6 +468,9 @@ def main(argv=None) -> None:
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--scores-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.ultrainteract:
+        args.candidates, args.prompt_tokens, args.resp_min, args.resp_max = 10, 150, 20, 2048
+        args.resp_dist = "lognormal"
     if args.method:
         return worker(args)
 
@@ -506,6 +523,9 @@ def main(argv=None) -> None:
         f"responses {args.resp_min}-{args.resp_max} tok ({args.resp_dist}); {r0['candidates']} candidates, {r0['cand_tokens']} candidate "
         f"tokens ({r0['response_tokens']} response tokens)"
     )
+    from grape import runtime as _rt
+
+    print(f"CPU: {_rt.cpu_summary()}")
     print(f"timing: best of {args.repeats} runs per method, each method in its own process after a warm-up")
     print(
         f"engine: token_budget {args.token_budget or 'auto'}, head_chunk {args.head_chunk}, attention {args.attention}; "
@@ -525,7 +545,7 @@ def main(argv=None) -> None:
     print()
     hdr = (
         f"{'method':<8} {'seconds':>8} {'cand tok/s':>11} {'x plain':>8} {'peak mem':>9} "
-        f"{'eff GFLOP/s':>12} {'eff/peak':>9} {'done/peak':>10} {'max|d mean|':>12}"
+        f"{'eff GFLOP/s':>12} {'eff/peak':>9} {'done/peak':>10} {'max|d mean|':>12} {'other picks':>12}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -534,14 +554,23 @@ def main(argv=None) -> None:
         ratio = tps / (base["cand_tokens"] / base["seconds"]) if base else float("nan")
         peak = r["matmul_peak"] if args.device == "cpu" else args.peak_tflops * 1e12
         eff, done = r["needed_flops"] / r["seconds"], r["done_flops"] / r["seconds"]
-        diff = "-"
+        diff, picks = "-", "-"
         if ref is not None and r["method"] != "plain":
             s = scores[r["method"]]
             diff = f"{max(abs(s[k][0] / s[k][1] - ref[k][0] / ref[k][1]) for k in ref):.2e}"
+            picks = f"{sum(a != b for a, b in zip(grape_picks(ref), grape_picks(s))):d}/{len(grape_picks(ref))}"
         print(
             f"{r['method']:<8} {r['seconds']:>8.1f} {tps:>11.1f} {ratio:>8.2f} {r['mem_bytes'] / 2**20:>7.0f}MB "
-            f"{eff / 1e9:>12.1f} {eff / peak:>9.2f} {done / peak:>10.2f} {diff:>12}"
+            f"{eff / 1e9:>12.1f} {eff / peak:>9.2f} {done / peak:>10.2f} {diff:>12} {picks:>12}"
         )
+
+
+def grape_picks(scores: dict) -> list:
+    """GRAPE's pick per instruction (keys `i0001:s:3`; highest mean, ties to the smallest key), by instruction."""
+    best: dict = {}
+    for key in sorted(scores, key=lambda k: (-scores[k][0] / scores[k][1], k)):
+        best.setdefault(key.split(":")[0], key)
+    return [best[i] for i in sorted(best)]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ before the first forward pass leaves the accelerator idle for minutes. So scorin
 
 1. `index_file` (or `index_rows` for rows already in memory) makes one cheap pass: each row is parsed (orjson) and
    checked against `grape.contracts.POOL`, and only its candidate id, its place in the file and a hash of its
-   instruction are kept (about 100 bytes a candidate). Candidates with the same instruction text form a group;
+   instruction are kept (about 100 bytes a candidate; ~10 us a row, ~14 s for 1M rows on one core). Candidates with the same instruction text form a group;
    groups are put in the canonical order (by smallest candidate id, candidates by id) and cut into chunks of whole
    groups (`chunk_size` candidates). The pool's bytes are hashed on the way (the resume fingerprint).
 2. `tokenized_chunks` re-reads one chunk's rows, tokenizes them with the fast tokenizer's batch API (each
@@ -19,6 +19,7 @@ import hashlib
 import mmap
 import queue
 import threading
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
@@ -119,13 +120,15 @@ def index_file(path, chunk_size: int | None, shard: int = 0, shards: int = 1, pr
         raise ValueError(f"shard {shard} of {shards} does not exist")
     ids, keys, offsets, sizes = [], [], array("q"), array("i")
     seen: dict[str, int] = {}
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{shard}/{shards}".encode())
+    crc, kept_bytes = 0, 0
     total_rows, offset = 0, 0
+    # The hot loop of a million-row pool: ~10 us a row. Grouping uses Python's str hash (stable within this
+    # process, which is all the plan needs); the fingerprint is a CRC over the kept rows' bytes plus their count
+    # and size (it only has to notice a different pool, not resist an adversary).
     with open(path, "rb") as fh, tqdm(desc="index pool", unit="row", disable=not progress, mininterval=2) as bar:
         for lineno, raw in enumerate(fh, start=1):
             start, offset = offset, offset + len(raw)
-            if not raw.strip():
+            if len(raw) < 3 and not raw.strip():  # a blank line (a row is never this short)
                 continue
             try:
                 row = orjson.loads(raw)
@@ -133,23 +136,26 @@ def index_file(path, chunk_size: int | None, shard: int = 0, shards: int = 1, pr
                 raise DataError(path, lineno, None, f"malformed JSON: {err}") from None
             check_row(path, lineno, row, POOL)
             total_rows += 1
-            bar.update(1)
+            if not total_rows & 0xFFF:
+                bar.update(0x1000)
             if shards > 1 and shard_of(row["instruction_id"], shards) != shard:
                 continue
             cid = row["candidate_id"]
             if cid in seen:
                 raise DataError(path, lineno, "candidate_id", f"duplicate id {cid!r} (first on line {seen[cid]})")
             seen[cid] = lineno
-            h.update(raw)
+            crc = zlib.crc32(raw, crc)
+            kept_bytes += len(raw)
             ids.append(cid)
-            keys.append(hashlib.blake2b(row["instruction"].encode(), digest_size=8).digest())
+            keys.append(hash(row["instruction"]))
             offsets.append(start)
             sizes.append(len(raw))
     if not total_rows:
         raise DataError(path, None, None, "no rows: expected the candidate pool written by verify")
     del seen
     chunks, n_instr = _plan(ids, keys, chunk_size)
-    return PoolIndex(ids, chunks, n_instr, h.hexdigest(), _FileRows(path, offsets, sizes))
+    fingerprint = f"{shard}/{shards}:{len(ids)}:{kept_bytes}:{crc:08x}"
+    return PoolIndex(ids, chunks, n_instr, fingerprint, _FileRows(path, offsets, sizes))
 
 
 def tokenize_chunk(tokenizer, template: Template, rows: Sequence[Mapping], max_length: int, overlong: str):
