@@ -290,6 +290,7 @@ def worker(args) -> None:
 
     runtime.setup(args.threads, seed=0)
     device = args.device
+    dtype = getattr(torch, runtime.choose_dtype(args.dtype, device)[0])
     if args.random_shape:
         shape = dict(SHAPES[args.random_shape])
         arch = shape.pop("arch")
@@ -300,7 +301,7 @@ def worker(args) -> None:
         )
         torch.manual_seed(0)
         with torch.device(device):
-            model = AutoModelForCausalLM.from_config(cfg, dtype=runtime.dtype_for(device)).eval()
+            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
         tok = None
         examples = ids_pool(
             cfg.vocab_size,
@@ -314,7 +315,7 @@ def worker(args) -> None:
         )
     else:
         tok = model_folder.load_tokenizer(args.model)
-        model = model_folder.load_model(args.model, device=device)
+        model = model_folder.load_model(args.model, dtype=dtype, device=device)
         template = Template()
         rows = text_pool(
             tok,
@@ -465,6 +466,19 @@ def main(argv=None) -> None:
         default=989.0,
         help="CUDA: the peak the FLOP/s columns are divided by (H100 SXM dense bf16: 989)",
     )
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["auto", "float32", "bfloat16"],
+        help="model dtype for every method (auto: grape.runtime.choose_dtype)",
+    )
+    ap.add_argument(
+        "--dtype-fidelity",
+        action="store_true",
+        help="instead of the methods: the engine in fp32 and in bf16 on the same pool; per-instruction "
+        "Spearman of the scores, share of instructions whose GRAPE pick differs, near-ties among them",
+    )
+    ap.add_argument("--tie", type=float, default=0.01, help="near-tie: fp32 mean-logprob gap below this (nats)")
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--scores-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -473,6 +487,8 @@ def main(argv=None) -> None:
         args.resp_dist = "lognormal"
     if args.method:
         return worker(args)
+    if args.dtype_fidelity:
+        return fidelity(args, argv if argv is not None else sys.argv[1:])
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.random_shape and not Path(args.model).exists():
@@ -571,6 +587,69 @@ def grape_picks(scores: dict) -> list:
     for key in sorted(scores, key=lambda k: (-scores[k][0] / scores[k][1], k)):
         best.setdefault(key.split(":")[0], key)
     return [best[i] for i in sorted(best)]
+
+
+def _run_worker(argv: list[str], method: str, out: Path, *extra: str) -> tuple[dict, dict]:
+    cmd = [sys.executable, __file__, *argv, "--method", method, "--scores-out", str(out), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise SystemExit(f"{method} {' '.join(extra)} failed (rc {proc.returncode})\n{proc.stderr[-3000:]}")
+    return json.loads(line[0][7:]), {k: tuple(v) for k, v in json.loads(out.read_text()).items()}
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    def ranks(x):
+        order = sorted(range(len(x)), key=x.__getitem__)
+        r = [0.0] * len(x)
+        for rank, i in enumerate(order):
+            r[i] = float(rank)
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+    return cov / var if var else 1.0
+
+
+def fidelity(args, argv: list[str]) -> None:
+    """bf16 vs fp32 for the engine on one pool: what GRAPE would pick differently, and whether it was a near-tie."""
+    from grape import runtime
+
+    argv = [a for a in argv if a != "--dtype-fidelity"]
+    if not args.random_shape and not Path(args.model).exists():
+        ensure_demo_model(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        r32, s32 = _run_worker(argv, "engine", Path(tmp) / "f32.json", "--dtype", "float32")
+        r16, s16 = _run_worker(argv, "engine", Path(tmp) / "b16.json", "--dtype", "bfloat16")
+    mean = lambda s, k: s[k][0] / s[k][1]  # noqa: E731
+    by_instr: dict = {}
+    for k in s32:
+        by_instr.setdefault(k.split(":")[0], []).append(k)
+    rhos, differ, ties = [], 0, 0
+    for keys in by_instr.values():
+        keys.sort()
+        if len(keys) > 1:
+            rhos.append(_spearman([mean(s32, k) for k in keys], [mean(s16, k) for k in keys]))
+        p32 = min(keys, key=lambda k: (-mean(s32, k), k))
+        p16 = min(keys, key=lambda k: (-mean(s16, k), k))
+        if p32 != p16:
+            differ += 1
+            ties += mean(s32, p32) - mean(s32, p16) < args.tie
+    n = len(by_instr)
+    print(f"\nCPU: {runtime.cpu_summary()}; bf16 auto choice here: {runtime.choose_dtype('auto', args.device)}")
+    print(f"model: {args.random_shape or args.model}; {n} instructions, {len(s32)} candidates\n")
+    print(
+        f"{'fp32 s':>8} {'bf16 s':>8} {'bf16 speed-up':>14} {'mean Spearman':>14} {'picks differ':>13} "
+        f"{'near-ties (<' + format(args.tie, 'g') + ')':>18} {'max|d mean|':>12}"
+    )
+    print("-" * 95)
+    dmax = max(abs(mean(s32, k) - mean(s16, k)) for k in s32)
+    print(
+        f"{r32['seconds']:>8.1f} {r16['seconds']:>8.1f} {r32['seconds'] / r16['seconds']:>13.2f}x "
+        f"{sum(rhos) / max(len(rhos), 1):>14.4f} {differ:>6}/{n:<6} {ties:>11}/{differ:<6} {dmax:>12.2e}"
+    )
 
 
 if __name__ == "__main__":
