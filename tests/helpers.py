@@ -37,3 +37,27 @@ def score_packed(
         on_chunk=on_chunk,
         progress=progress,
     )
+
+
+def tiny_llama(tok, attn="sdpa", hidden=64):
+    """A small random Llama on the test tokenizer (seeded), fp32, for exactness tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=128,
+        max_position_embeddings=1024,
+        initializer_range=0.2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+        attn_implementation=attn,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).to(torch.float32).eval()

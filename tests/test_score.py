@@ -32,6 +32,20 @@ def _rows():
     return out
 
 
+def stage_params(**score) -> dict:
+    """The score stage's config slice, defaults of the tests plus `score` overrides."""
+    base = {
+        "backend": "packed",
+        "max_length": 512,
+        "overlong": "skip",
+        "token_budget": None,
+        "head_chunk": 64,
+        "chunk_size": 8,
+        "shards": 1,
+    }
+    return {"threads": 2, "seed": 0, "template": {}, "score": {**base, **score}}
+
+
 def test_reference_matches_label_loss(tiny):
     import torch
 
@@ -97,20 +111,7 @@ def test_stage_caps_max_length_at_the_model_context_and_lists_skips(tiny_model_d
     ]
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({**r, "sample_index": 0, "answer": "1", "correct": True}) + "\n" for r in rows))
-    params = {
-        "threads": 2,
-        "seed": 0,
-        "template": {},
-        "score": {
-            "backend": backend,
-            "max_length": 4096,
-            "overlong": "skip",
-            "token_budget": None,
-            "head_chunk": 64,
-            "chunk_size": 2,
-            "shards": 1,
-        },
-    }
+    params = stage_params(backend=backend, max_length=4096, head_chunk=64, chunk_size=2)
     out, skipped = tmp_path / "s.jsonl", tmp_path / "k.jsonl"
     counts = score.run(params, str(tiny_model_dir), str(pool), str(out), str(skipped))
     assert counts["max_length"] == 512  # the tiny model's max_position_embeddings
@@ -126,20 +127,7 @@ def test_stage_refuses_an_empty_pool_and_counts_an_empty_shard(tiny_model_dir, t
     from grape.io import DataError, read_jsonl
     from grape.score.shards import shard_of
 
-    params = {
-        "threads": 2,
-        "seed": 0,
-        "template": {},
-        "score": {
-            "backend": "packed",
-            "max_length": 512,
-            "overlong": "skip",
-            "token_budget": None,
-            "head_chunk": 64,
-            "chunk_size": 8,
-            "shards": 1,
-        },
-    }
+    params = stage_params(backend="packed", head_chunk=64, chunk_size=8)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(DataError, match=r"empty.jsonl: no rows: expected the candidate pool"):
@@ -180,20 +168,6 @@ def test_dtype_auto_follows_the_cpu_and_is_recorded(tiny_model_dir, tmp_path, mo
 
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({**r, "sample_index": 0, "correct": None}) + "\n" for r in _rows()))
-    params = {
-        "threads": 2,
-        "seed": 0,
-        "template": {},
-        "score": {
-            "backend": "packed",
-            "dtype": "auto",
-            "max_length": 512,
-            "overlong": "skip",
-            "token_budget": None,
-            "head_chunk": 64,
-            "chunk_size": 2,
-            "shards": 1,
-        },
-    }
+    params = stage_params(backend="packed", dtype="auto", head_chunk=64, chunk_size=2)
     counts = score.run(params, str(tiny_model_dir), str(pool), str(tmp_path / "s.jsonl"), str(tmp_path / "k.jsonl"))
     assert (counts["dtype"], counts["dtype_reason"]) == runtime.choose_dtype("auto", "cpu")

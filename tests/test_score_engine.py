@@ -11,7 +11,7 @@ import json
 import random
 
 import pytest
-from helpers import score_packed, score_reference
+from helpers import score_packed, score_reference, tiny_llama
 
 from grape import runtime
 from grape.score.packed import score_ids
@@ -33,33 +33,10 @@ def tok():
     return train_tiny_tokenizer(512)
 
 
-def _llama(tok, attn="sdpa", hidden=64):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=128,
-        max_position_embeddings=1024,
-        initializer_range=0.2,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-        attn_implementation=attn,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).to(torch.float32).eval()
-
-
 @pytest.fixture(scope="module")
 def model(tok):
     runtime.setup(threads=2)
-    return _llama(tok)
+    return tiny_llama(tok)
 
 
 def _pool(n_instructions=7, seed=0):
@@ -127,7 +104,7 @@ def test_matches_reference(model, tok, attention):
 
 def test_score_eos_and_eager_attention(tok):
     rows = _pool(3, seed=1)
-    model = _llama(tok, attn="eager")
+    model = tiny_llama(tok, attn="eager")
     t = Template(score_eos=True)
     ref = _by_id(score_reference(model, tok, t, rows, 512, progress=False)[0])
     got = score_packed(model, tok, t, rows, 512, progress=False, attention="mask")[0]
@@ -335,7 +312,7 @@ def test_vllm_matches_reference(tmp_path, tok):
     from grape.score import vllm
     from grape.score.checkpoint import score_pool
 
-    model = _llama(tok, hidden=128)  # head_dim 64: vLLM's CPU attention needs it
+    model = tiny_llama(tok, hidden=128)  # head_dim 64: vLLM's CPU attention needs it
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     rows = _pool(3, seed=7)

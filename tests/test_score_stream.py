@@ -9,6 +9,7 @@ import json
 import random
 
 import pytest
+from helpers import tiny_llama
 
 from grape import runtime
 from grape.io import DataError
@@ -71,25 +72,8 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     runtime.setup(threads=2)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=128,
-        max_position_embeddings=1024,
-        initializer_range=0.2,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).to(torch.float32).eval()
+    return tiny_llama(tok)
 
 
 def test_batch_tokenization_equals_the_template(tok):
