@@ -33,3 +33,20 @@ def tiny(tiny_model_dir):
     runtime.setup(threads=2)
     model = model_folder.load_model(tiny_model_dir, dtype=torch.float32, device="cpu")
     return model, model_folder.load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The tiny test tokenizer (byte-level BPE trained on demo text)."""
+    from grape.models.random_init import train_tiny_tokenizer
+
+    return train_tiny_tokenizer(512)
+
+
+@pytest.fixture(scope="session")
+def model(tok):
+    """A small random Llama on `tok`, fp32 (tests/helpers.py: tiny_llama)."""
+    from helpers import tiny_llama
+
+    runtime.setup(threads=2)
+    return tiny_llama(tok)

@@ -26,19 +26,6 @@ WORDS = (
 ).split()
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from grape.models.random_init import train_tiny_tokenizer
-
-    return train_tiny_tokenizer(512)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    runtime.setup(threads=2)
-    return tiny_llama(tok)
-
-
 def _pool(n_instructions=7, seed=0):
     """Instructions with 1-6 candidates each, responses of 1 to ~60 tokens, ids not in pool order."""
     rng = random.Random(seed)

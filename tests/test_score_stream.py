@@ -9,7 +9,6 @@ import json
 import random
 
 import pytest
-from helpers import tiny_llama
 
 from grape import runtime
 from grape.io import DataError
@@ -61,19 +60,6 @@ def _write(path, rows, blank_lines=True):
     text = "".join(json.dumps(r) + "\n" + ("\n" if blank_lines and i % 7 == 3 else "") for i, r in enumerate(rows))
     path.write_text(text)
     return path
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from grape.models.random_init import train_tiny_tokenizer
-
-    return train_tiny_tokenizer(512)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    runtime.setup(threads=2)
-    return tiny_llama(tok)
 
 
 def test_batch_tokenization_equals_the_template(tok):
