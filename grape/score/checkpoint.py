@@ -173,8 +173,6 @@ def score_pool(
     **driver,
 ) -> tuple[list[dict], list[dict]]:
     """Score pool rows already in memory with `scorer` (see `score_index` for the options)."""
-    if overlong not in OVERLONG:
-        raise ValueError(f"overlong must be 'skip' or 'truncate', got {overlong!r}")
     index = index_rows(list(rows), chunk_size)
     return score_index(scorer, tokenizer, template, index, max_length, overlong, chunk_size=chunk_size, **driver)
 

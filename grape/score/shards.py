@@ -15,10 +15,14 @@ def shard_of(instruction_id: str, n_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(instruction_id.encode("utf-8")).digest()[:8], "big") % n_shards
 
 
-def shard_rows(rows: Iterable[Mapping], shard_index: int, n_shards: int) -> list[Mapping]:
-    """The rows of shard `shard_index` of `n_shards`: whole instructions, assigned by `shard_of`, pool order kept."""
+def check_shard(shard_index: int, n_shards: int) -> None:
     if n_shards < 1 or not 0 <= shard_index < n_shards:
         raise ValueError(f"shard {shard_index} of {n_shards} does not exist")
+
+
+def shard_rows(rows: Iterable[Mapping], shard_index: int, n_shards: int) -> list[Mapping]:
+    """The rows of shard `shard_index` of `n_shards`: whole instructions, assigned by `shard_of`, pool order kept."""
+    check_shard(shard_index, n_shards)
     return [row for row in rows if shard_of(row["instruction_id"], n_shards) == shard_index]
 
 
