@@ -13,12 +13,21 @@ from grape.io import Field
 STR = (str,)
 NUM = (int, float)
 
-# data/train.jsonl: one instruction with the dataset's own (reference) response.
+# data/train.jsonl: one instruction with the dataset's own responses (any number, each tagged with its source).
 TRAIN = {
     "id": Field(STR, True, True, "instruction id, unique"),
-    "instruction": Field(STR, True, True, "the instruction text"),
-    "response": Field(STR, True, True, "the dataset's own response (source `original`)"),
+    "instruction": Field(STR, True, True, "the instruction text (prior turns flattened, docs/importers.md)"),
+    "responses": Field((list,), True, False, "the dataset's own responses: objects {response, source}"),
     "answer": Field((str, int, float), False, False, "final answer for the correctness filter (optional)"),
+    "check": Field(STR, False, True, "how answers are compared: a `grape.answers.RULES` name (default numeric)"),
+    "task": Field(STR, False, True, "task type (UltraInteract: Coding, Math_CoT, Math_PoT, Logic)"),
+    "context": Field((list,), False, False, "multi-turn: the messages before the answer, `[{role, content}]`"),
+}
+
+# One item of TRAIN's `responses`.
+TRAIN_RESPONSE = {
+    "response": Field(STR, True, True, "the response text"),
+    "source": Field(STR, True, True, "where it comes from (`original`, or the dataset it was taken from)"),
 }
 
 # data/test.jsonl: held-out problems for evaluation.
@@ -51,6 +60,8 @@ POOL = {
     "sample_index": CANDIDATE["sample_index"],
     "answer": CANDIDATE["answer"],
     "correct": Field((bool, type(None)), True, False, "final answer matches (null: no answer to compare)"),
+    "task": TRAIN["task"],
+    "context": TRAIN["context"],
 }
 
 # scores/<target>.jsonl: one row per scored candidate, sorted by candidate_id.
@@ -80,6 +91,9 @@ SELECTION = {
     "instruction": Field(STR, True, True, "alpaca-style column"),
     "response": Field(STR, True, True, "alpaca-style column (`output`)"),
     "mean_logprob": Field((int, float, type(None)), True, False, "the target's score (null for unscored arms)"),
+    "messages": Field((list,), True, False, "chat form `[{role, content}]` (TRL, open-instruct, LLaMA-Factory)"),
+    "text": Field(STR, True, True, "prompt + completion: the exact `Question:/Answer:` text that was scored"),
+    "task": TRAIN["task"],
 }
 
 # evaluate/<target>/<arm>.json, field `samples`: one row per test problem.
@@ -107,6 +121,7 @@ def markdown(spec) -> str:
 
 ALL = {
     "train": TRAIN,
+    "train_response": TRAIN_RESPONSE,
     "test": TEST,
     "candidate": CANDIDATE,
     "pool": POOL,

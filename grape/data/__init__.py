@@ -1,20 +1,31 @@
-"""The `data` stage: the train instructions (each with the dataset's own response) and a held-out test split.
+"""The `data` stage: the train instructions (each with the dataset's own responses) and a held-out test split.
 
-Reads: whatever the importer named by `data.kind` reads (nothing for `demo`; `data.train_path` and
-`data.test_path` for `jsonl`). Writes: `data/train.jsonl` (`grape.contracts.TRAIN`) and `data/test.jsonl`
-(`grape.contracts.TEST`). A new importer is a module here with `load(data_cfg, seed) -> (train, test, counts)`,
-added to `IMPORTERS` and to the `data.kind` enum of the schema.
+Reads: whatever the importer named by `data.kind` reads (nothing for `demo`; files or hub datasets otherwise,
+docs/importers.md). Writes: `data/train.jsonl` (`grape.contracts.TRAIN`, streamed: a 350K-instruction pool never
+sits in memory), `data/test.jsonl` (`TEST`; empty for pools without a held-out split) and `data/dropped.jsonl`
+(every input row the importer could not use, with where and why). A new importer is a module here with
+`load(data_cfg, seed, tally, workdir) -> (train rows iterable, test rows)`, added to `IMPORTERS` and to the
+`data.kind` enum of the schema.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Mapping
 
-from grape.io import write_jsonl
+from grape.contracts import TEST, TRAIN, TRAIN_RESPONSE
+from grape.data.tally import Tally
+from grape.io import check_row, read_jsonl, write_jsonl
 
-# data.kind -> module with load(data_cfg, seed) -> (train rows, test rows, counts)
-IMPORTERS = {"demo": "grape.data.demo", "jsonl": "grape.data.jsonl"}
+# data.kind -> module with load(data_cfg, seed, tally, workdir) -> (train rows, test rows)
+IMPORTERS = {
+    "demo": "grape.data.demo",
+    "jsonl": "grape.data.jsonl",
+    "generic": "grape.data.generic",
+    "ultrainteract": "grape.data.ultrainteract",
+    "tulu3": "grape.data.tulu3",
+}
 
 
 def importer(kind: str):
@@ -23,12 +34,27 @@ def importer(kind: str):
     return importlib.import_module(IMPORTERS[kind])
 
 
-def run(params: Mapping, train_out: str, test_out: str) -> dict:
+def _checked(rows, tally: Tally, out: str):
+    """Importer rows, checked against the contract as they stream by, and counted."""
+    for n, row in enumerate(rows, start=1):
+        check_row(f"{out} (row {n} from the importer)", None, row, TRAIN)
+        for item in row["responses"]:
+            check_row(f"{out} (row {n}, responses)", None, item, TRAIN_RESPONSE)
+        tally.add("instructions")
+        tally.add("pairs", len(row["responses"]))
+        yield row
+
+
+def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None = None) -> dict:
     d = params["data"]
-    train, test, counts = importer(d["kind"]).load(d, params["seed"])
-    for rows, what in ((train, "train"), (test, "test")):
-        if not rows:
-            raise ValueError(f"data.kind {d['kind']!r} produced no {what} rows")
-    write_jsonl(train_out, train)
+    tally = Tally()
+    train, test = importer(d["kind"]).load(d, params["seed"], tally, Path(train_out).parent)
+    if d.get("test_path") and d["kind"] != "jsonl":
+        test = read_jsonl(d["test_path"], TEST, unique="id", non_empty="test rows {id, instruction, answer}")
+    n = write_jsonl(train_out, _checked(train, tally, train_out))
+    if not n:
+        raise ValueError(f"data.kind {d['kind']!r} produced no train rows; counts: {dict(tally.counts)}")
     write_jsonl(test_out, test)
-    return {"train": len(train), "test": len(test), **counts}
+    if dropped_out:
+        write_jsonl(dropped_out, tally.dropped)
+    return {"train": n, "test": len(test), **dict(sorted(tally.counts.items())), **({"info": tally.info} if tally.info else {})}

@@ -1,0 +1,52 @@
+"""Chat conversations as GRAPE instructions: one documented rule for multi-turn data, and one grouping key.
+
+Rule (docs/importers.md): the last message must be the assistant's; it is the candidate response. Every message
+before it is the context. A context of a single user message is the instruction as it is. A longer context
+(several turns, or a system message) is flattened, message by message, into
+
+    System: {content}\\n\\nUser: {content}\\n\\nAssistant: {content}\\n\\nUser: {content}
+
+so the `Question: {instruction}\\nAnswer: {response}` template scores the last answer given the whole dialogue,
+and the context itself is kept (train `context`) so SFT tools get the conversation back in `messages`.
+
+Grouping key (`context_key`): roles plus contents with Unicode NFC, runs of whitespace collapsed to one space and
+leading/trailing whitespace removed; case is kept. Two rows with the same key are the same instruction.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Sequence
+
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def split_conversation(messages: Sequence) -> tuple[list[dict], str] | None:
+    """(context, answer) of a conversation whose last message is the assistant's; None when it is not one."""
+    if not isinstance(messages, (list, tuple)) or len(messages) < 2:
+        return None
+    msgs = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLE_NAMES:
+            return None
+        msgs.append({"role": m["role"], "content": m["content"]})
+    if msgs[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in msgs[:-1]):
+        return None
+    return msgs[:-1], msgs[-1]["content"]
+
+
+def flatten(context: Sequence[dict]) -> str:
+    """The instruction text of a context (see the module docstring)."""
+    if len(context) == 1 and context[0]["role"] == "user":
+        return context[0]["content"]
+    return "\n\n".join(f"{ROLE_NAMES[m['role']]}: {m['content']}" for m in context)
+
+
+def context_key(context: Sequence[dict]) -> str:
+    return "\x1e".join(f"{m['role']}\x1f{normalise(m['content'])}" for m in context)

@@ -1,0 +1,74 @@
+"""Group a pool's rows by instruction without holding the pool in memory.
+
+Responses of one instruction are scattered over a dataset (UltraInteract rows share a `parent_id`) or over several
+datasets (Tulu-3: the SFT mixture and four preference mixes). `Grouper` hash-partitions the rows to temporary files
+by their key, then groups one partition at a time, so peak memory is about one partition (1/`partitions` of the
+pool), not the pool. Output order is deterministic: partition by partition, and within one in order of first
+appearance; records of a group keep their input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+
+def key_hash(key: str) -> str:
+    """A stable 16-hex-digit digest of a group key (instruction ids of grouped pools are built from it)."""
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
+
+
+class Grouper:
+    def __init__(self, workdir: str | Path | None = None, partitions: int = 64):
+        self.dir = Path(tempfile.mkdtemp(prefix=".grape-group-", dir=workdir))
+        self.n = partitions
+        self.files = [open(self.dir / f"{i:03d}.jsonl", "wb") for i in range(partitions)]
+        self.rows = 0
+
+    def add(self, key: str, record: dict) -> None:
+        h = key_hash(key)
+        self.files[int(h, 16) % self.n].write(orjson.dumps([h, key, record]) + b"\n")
+        self.rows += 1
+
+    def groups(self) -> Iterator[tuple[str, str, list[dict]]]:
+        """(key digest, key, records) for every group; the temporary files are removed afterwards."""
+        try:
+            for fh in self.files:
+                fh.close()
+            for i in range(self.n):
+                part: dict[str, tuple[str, list[dict]]] = {}
+                with open(self.dir / f"{i:03d}.jsonl", "rb") as fh:
+                    for line in fh:
+                        h, key, record = orjson.loads(line)
+                        part.setdefault(key, (h, []))[1].append(record)
+                for key, (h, records) in part.items():
+                    yield h, key, records
+                del part
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for fh in self.files:
+            fh.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def distinct(responses: list[dict], counts) -> list[dict]:
+    """The responses ({response, source}) with repeats removed: the first of each whitespace-normalised text is kept
+    (input order, so list the preferred source first) and each repeat counted as `duplicate_responses`."""
+    from grape.data.conversations import normalise
+
+    seen, out = set(), []
+    for r in responses:
+        key = normalise(r["response"])
+        if key in seen:
+            counts["duplicate_responses"] += 1
+            continue
+        seen.add(key)
+        out.append(r)
+    return out
