@@ -76,7 +76,7 @@ def cmd_data(args):
     from grape import data
 
     t0, p = time.time(), _load(args, "data")
-    counts = data.run(p, args.train, args.test)
+    counts = data.run(p, args.train, args.test, args.dropped)
     _finish("data", p, [args.train, args.test], {}, counts, t0)
 
 
@@ -194,7 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="write here instead of stdout")
     c.add_argument("overrides", nargs="*")
     c.set_defaults(func=cmd_compose)
-    stage("data", cmd_data, "make the train/test splits", ("--train", req), ("--test", req))
+    stage(
+        "data",
+        cmd_data,
+        "import the pool: train instructions with their responses, test split",
+        ("--train", req),
+        ("--test", req),
+        ("--dropped", {"default": None, "help": "list the input rows that could not be used here (JSONL)"}),
+    )
     stage("model", cmd_model, "turn one configured model into a model folder", ("--output", req))
     stage(
         "sample", cmd_sample, "sample candidates from one source", ("--model", req), ("--train", req), ("--output", req)
@@ -204,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_verify,
         "correctness filter; build the pool",
         ("--train", req),
-        ("--candidates", many),
+        ("--candidates", {"nargs": "*", "default": []}),
         ("--output", req),
         ("--counts", req),
     )

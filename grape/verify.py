@@ -4,114 +4,141 @@ Reads: `data/train.jsonl` (`grape.contracts.TRAIN`) and every source's `candidat
 (`CANDIDATE`). Writes: `pool/pool.jsonl` (`POOL`) and `pool/verify_counts.json` (per source: generated,
 correct, dropped by reason, kept).
 
-The paper filters UltraInteract's new responses against the reference answers before GRAPE picks
-among them. The dataset's own reference responses join the pool as source `original`, so an
-instruction left with no correct model candidate keeps its reference. Every dropped candidate is
-counted per source and reason; nothing leaves silently. An empty candidates file is an error (the
-sample stage wrote nothing); a source whose every candidate was dropped is legitimate and shows as
-`kept: 0` in the counts and the report.
+The paper filters UltraInteract's new responses against the reference answers before GRAPE picks among them.
+The dataset's own responses join the pool under their own source (`original`, or the dataset they came from), so
+an instruction left with no correct model candidate keeps its references. Each instruction's answer rule (its
+train row's `check`, `grape.answers`) decides how answers compare. Candidates that cannot be checked (no reference
+answer, or rule `none`: code) follow `verify.unverifiable`: error (the default), keep or drop, counted either way.
+Every dropped candidate is counted per source and reason; nothing leaves silently. An empty candidates file is an
+error (the sample stage wrote nothing); a source whose every candidate was dropped shows as `kept: 0`.
+
+Streams: the train file and each candidates file are read once, row by row, and the pool is written as it goes;
+memory holds one small record per instruction (answer, rule) and the candidate ids, not the texts.
 """
 
 from __future__ import annotations
 
-import re
+import sys
 from collections import Counter
-from typing import Mapping
+from typing import Iterator, Mapping
 
-from grape.contracts import CANDIDATE, POOL, TRAIN
-from grape.io import read_jsonl, write_json, write_jsonl
+import orjson
 
-POOL_FIELDS = [f for f in POOL if f != "correct"]  # copied from a candidate row into the pool
+from grape.answers import extract_answer, is_correct, rule
+from grape.contracts import CANDIDATE, POOL, TRAIN, TRAIN_RESPONSE
+from grape.io import DataError, check_row, fast_dumps, iter_jsonl_located, write_json, write_jsonl
+
+POOL_FIELDS = [f for f in POOL if f not in ("correct", "task", "context", "answer")]  # copied from a candidate row
 NEEDS_ANSWER = "verify.drop_incorrect compares each candidate's final answer with it"
-
-_ANSWER_IS = re.compile(r"answer is[:\s]*\$?(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+COLUMNS = ("generated", "correct", "dropped_empty", "dropped_no_answer", "dropped_wrong", "dropped_unverifiable")
 
 
-def extract_answer(text: str) -> str | None:
-    """The final numeric answer: after "the answer is" if present, else the last number in the text."""
-    m = _ANSWER_IS.findall(text)
-    found = m[-1] if m else (_NUMBER.findall(text) or [None])[-1]
-    if found is None:
-        return None
-    found = found.replace(",", "")
-    try:
-        value = float(found)
-    except ValueError:
-        return None
-    return str(int(value)) if value == int(value) else str(value)
+class Reference:
+    __slots__ = ("answer", "check", "task", "context")
+
+    def __init__(self, row: Mapping, keep_context: bool):
+        self.answer = None if row.get("answer") is None else str(row["answer"])
+        self.check = row.get("check")
+        self.task = row.get("task")
+        self.context = row.get("context") if keep_context else None
+
+    def extra(self) -> dict:
+        out = {"answer": self.answer, "task": self.task, "context": self.context}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def verifiable(self) -> bool:
+        return self.answer is not None and rule(self.check) is not None
 
 
-def is_correct(response: str, answer: str | None) -> bool | None:
-    """Whether the final answers match; None when there is no reference answer to compare with."""
-    if answer is None:
-        return None
-    got = extract_answer(response)
-    return got is not None and got == extract_answer(str(answer))
+def _originals(
+    train_path: str, refs: dict, counts: dict, drop: bool, unverifiable: str, keep_ctx: bool
+) -> Iterator[dict]:
+    """The pool rows of the dataset's own responses, while filling `refs` (instruction id -> Reference)."""
+    for lineno, _, _, row in iter_jsonl_located(train_path, TRAIN, unique="id", loads=orjson.loads):
+        ref = refs[sys.intern(row["id"])] = Reference(row, keep_ctx)
+        if drop and unverifiable == "error" and not ref.verifiable():
+            why = "answer rule 'none' cannot compare answers" if ref.answer is not None else "missing"
+            raise DataError(
+                train_path, lineno, "answer", f"{why} ({NEEDS_ANSWER}; or set verify.unverifiable: keep | drop)"
+            )
+        extra = {**ref.extra(), **({"context": row["context"]} if row.get("context") else {})}
+        per_source: Counter = Counter()
+        for item in row["responses"]:
+            check_row(train_path, lineno, item, TRAIN_RESPONSE)
+            src = item["source"]
+            c = counts.setdefault(src, Counter())
+            c["generated"] += 1
+            c["kept"] += 1
+            ok = is_correct(item["response"], ref.answer, ref.check)
+            c["correct"] += bool(ok)
+            yield {
+                "candidate_id": f"{row['id']}:{src}:{per_source[src]}",
+                "instruction_id": row["id"],
+                "instruction": row["instruction"],
+                "response": item["response"],
+                "source": src,
+                "sample_index": per_source[src],
+                **extra,
+                "correct": ok,
+            }
+            per_source[src] += 1
+
+
+def _candidates(path: str, refs: dict, seen: set, counts: dict, drop: bool, unverifiable: str) -> Iterator[dict]:
+    n = 0
+    for lineno, _, _, cand in iter_jsonl_located(path, CANDIDATE, loads=orjson.loads):
+        n += 1
+        c = counts.setdefault(cand["source"], Counter())
+        c["generated"] += 1
+        ref = refs.get(cand["instruction_id"])
+        if ref is None:
+            raise ValueError(
+                f"{path}: candidate {cand['candidate_id']} names unknown instruction {cand['instruction_id']!r}"
+            )
+        if cand["candidate_id"] in seen:
+            raise DataError(
+                path, lineno, "candidate_id", f"duplicate candidate_id {cand['candidate_id']!r} across files"
+            )
+        seen.add(cand["candidate_id"])
+        if not cand["response"].strip():
+            c["dropped_empty"] += 1
+            continue
+        ok = is_correct(cand["response"], ref.answer, ref.check)
+        c["correct"] += bool(ok)
+        if drop and ok is None:
+            if unverifiable == "drop":
+                c["dropped_unverifiable"] += 1
+                continue
+            c["unverified_kept"] += 1
+        elif drop and not ok:
+            c["dropped_no_answer" if extract_answer(cand["response"], ref.check) is None else "dropped_wrong"] += 1
+            continue
+        c["kept"] += 1
+        yield {**{k: cand[k] for k in POOL_FIELDS}, **ref.extra(), "correct": ok}
+    if not n:
+        raise DataError(
+            path, None, None, "no rows: expected the sample stage's candidates (one row per instruction x sample)"
+        )
 
 
 def run(params: Mapping, train_path: str, candidate_paths: list[str], out: str, counts_out: str) -> dict:
-    drop = params["verify"]["drop_incorrect"]
-    need = {"answer": NEEDS_ANSWER} if drop else {}
-    train = read_jsonl(train_path, TRAIN, unique="id", require=need, non_empty="the train instructions")
-    pool, seen = [], set()
+    v = params["verify"]
+    drop, unverifiable = v["drop_incorrect"], v.get("unverifiable", "error")
+    refs: dict[str, Reference] = {}
+    seen: set[str] = set()
     counts: dict[str, Counter] = {}
-    for row in train:
-        orig = {
-            "candidate_id": f"{row['id']}:original:0",
-            "instruction_id": row["id"],
-            "instruction": row["instruction"],
-            "response": row["response"],
-            "source": "original",
-            "sample_index": 0,
-        }
-        if row.get("answer") is not None:
-            orig["answer"] = row["answer"]
-        pool.append({**orig, "correct": is_correct(row["response"], row.get("answer"))})
-        counts.setdefault("original", Counter())["generated"] += 1
-        counts["original"]["kept"] += 1
-    known = {r["id"] for r in train}
-    for path in candidate_paths:
-        cands = read_jsonl(
-            path,
-            CANDIDATE,
-            unique="candidate_id",
-            require=need,
-            non_empty="the sample stage's candidates (one row per instruction x sample)",
-        )
-        for cand in cands:
-            c = counts.setdefault(cand["source"], Counter())
-            c["generated"] += 1
-            if cand["instruction_id"] not in known:
-                raise ValueError(
-                    f"{path}: candidate {cand['candidate_id']} names unknown instruction {cand['instruction_id']!r}"
-                )
-            if cand["candidate_id"] in seen:
-                raise ValueError(f"{path}: duplicate candidate_id {cand['candidate_id']!r} across files")
-            seen.add(cand["candidate_id"])
-            if not cand["response"].strip():
-                c["dropped_empty"] += 1
-                continue
-            ok = is_correct(cand["response"], cand.get("answer"))
-            c["correct"] += bool(ok)
-            if drop and not ok:
-                c["dropped_no_answer" if extract_answer(cand["response"]) is None else "dropped_wrong"] += 1
-                continue
-            c["kept"] += 1
-            keep = {k: cand[k] for k in POOL_FIELDS if k in cand}
-            pool.append({**keep, "correct": ok})
-    write_jsonl(out, pool)
+
+    def rows():
+        yield from _originals(train_path, refs, counts, drop, unverifiable, keep_ctx=bool(candidate_paths))
+        if not refs:
+            raise DataError(train_path, None, None, "no rows: expected the train instructions")
+        for path in candidate_paths:
+            yield from _candidates(path, refs, seen, counts, drop, unverifiable)
+
+    n = write_jsonl(out, rows(), encode=fast_dumps)
     table = [
-        {
-            "source": src,
-            "generated": c["generated"],
-            "correct": c["correct"] if src != "original" else c["kept"],
-            "dropped_empty": c["dropped_empty"],
-            "dropped_no_answer": c["dropped_no_answer"],
-            "dropped_wrong": c["dropped_wrong"],
-            "kept": c["kept"],
-        }
+        {"source": src, **{k: c[k] for k in COLUMNS}, "unverified_kept": c["unverified_kept"], "kept": c["kept"]}
         for src, c in counts.items()
     ]
     write_json(counts_out, table)
-    return {"pool": len(pool), "by_source": table}
+    return {"pool": n, "by_source": table}

@@ -8,7 +8,7 @@ import pytest
 
 from grape.data.jsonl import load_user_splits
 from grape.io import DataError
-from grape.verify import extract_answer, is_correct
+from grape.answers import extract_answer, is_correct
 from grape.word_problems import demo_splits
 
 

@@ -31,7 +31,7 @@ def _train(tmp_path):
         {
             "id": f"q{i}",
             "instruction": f"What is {i} + 1?",
-            "response": f"{i} + 1 = {i + 1}. The answer is {i + 1}.",
+            "responses": [{"response": f"{i} + 1 = {i + 1}. The answer is {i + 1}.", "source": "original"}],
             "answer": str(i + 1),
         }
         for i in range(3)
@@ -129,7 +129,10 @@ def test_a_source_with_nothing_correct_is_counted_not_an_error(tmp_path):
 
 def test_answers_are_optional_unless_the_filter_needs_them(tmp_path):
     train = tmp_path / "train.jsonl"
-    train.write_text(json.dumps({"id": "q0", "instruction": "Say hi.", "response": "Hi!"}) + "\n")
+    train.write_text(
+        json.dumps({"id": "q0", "instruction": "Say hi.", "responses": [{"response": "Hi!", "source": "original"}]})
+        + "\n"
+    )
     cands = tmp_path / "a.jsonl"
     cands.write_text(
         json.dumps(
@@ -162,3 +165,91 @@ def test_answers_are_optional_unless_the_filter_needs_them(tmp_path):
     pool = read_jsonl(tmp_path / "pool.jsonl")
     assert [(r["source"], r["correct"]) for r in pool] == [("original", None), ("a", None)]
     assert all("answer" not in r for r in pool)
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["keep", "drop", "error"])
+def test_unverifiable_candidates_follow_the_config_and_are_counted(tmp_path, mode):
+    """UltraInteract's code tasks have no reference answer: their candidates are kept or dropped, counted either way."""
+    train = _write(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "id": "m",
+                "instruction": "2+2?",
+                "responses": [{"response": "Answer:\n\\boxed{4}", "source": "original"}],
+                "answer": "4",
+                "check": "boxed",
+                "task": "Math_CoT",
+            },
+            {
+                "id": "c",
+                "instruction": "Write f.",
+                "responses": [{"response": "def f(): pass", "source": "original"}],
+                "check": "none",
+                "task": "Coding",
+            },
+        ],
+    )
+    cands = _write(
+        tmp_path / "a.jsonl",
+        [
+            {
+                "candidate_id": f"{i}:a:0",
+                "instruction_id": i,
+                "instruction": "x",
+                "response": r,
+                "source": "a",
+                "sample_index": 0,
+            }
+            for i, r in (("m", "so \\boxed{ 4 }."), ("c", "def f(): return 1"))
+        ],
+    )
+    args = (str(train), [str(cands)], str(tmp_path / "pool.jsonl"), str(tmp_path / "counts.json"))
+    params = {"verify": {"drop_incorrect": True, "unverifiable": mode}, "sources": ["a"]}
+    if mode == "error":
+        with pytest.raises(DataError, match=r"train.jsonl:2: field 'answer'.*verify.unverifiable"):
+            verify.run(params, *args)
+        return
+    verify.run(params, *args)
+    table = {r["source"]: r for r in read_json(tmp_path / "counts.json")}
+    pool = {r["candidate_id"]: r for r in read_jsonl(tmp_path / "pool.jsonl")}
+    assert pool["m:a:0"]["correct"] is True and pool["m:a:0"]["task"] == "Math_CoT"
+    assert table["original"]["correct"] == 1 and table["original"]["kept"] == 2
+    if mode == "keep":
+        assert pool["c:a:0"]["correct"] is None and table["a"]["unverified_kept"] == 1 and table["a"]["kept"] == 2
+    else:
+        assert "c:a:0" not in pool and table["a"]["dropped_unverifiable"] == 1 and table["a"]["kept"] == 1
+
+
+def test_several_dataset_responses_per_instruction_keep_their_sources(tmp_path):
+    train = _write(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "id": "t",
+                "instruction": "Hi",
+                "context": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                "responses": [
+                    {"response": "Hello.", "source": "sft"},
+                    {"response": "Hey.", "source": "pref"},
+                    {"response": "Hi there.", "source": "pref"},
+                ],
+            }
+        ],
+    )
+    verify.run(
+        {"verify": {"drop_incorrect": False, "unverifiable": "error"}, "sources": []},
+        str(train),
+        [],
+        str(tmp_path / "pool.jsonl"),
+        str(tmp_path / "counts.json"),
+    )
+    pool = read_jsonl(tmp_path / "pool.jsonl")
+    assert [r["candidate_id"] for r in pool] == ["t:sft:0", "t:pref:0", "t:pref:1"]
+    assert all(r["context"][0]["role"] == "system" and r["correct"] is None for r in pool)
+    assert {r["source"]: r["kept"] for r in read_json(tmp_path / "counts.json")} == {"sft": 1, "pref": 2}

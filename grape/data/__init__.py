@@ -57,4 +57,9 @@ def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None 
     write_jsonl(test_out, test)
     if dropped_out:
         write_jsonl(dropped_out, tally.dropped)
-    return {"train": n, "test": len(test), **dict(sorted(tally.counts.items())), **({"info": tally.info} if tally.info else {})}
+    return {
+        "train": n,
+        "test": len(test),
+        **dict(sorted(tally.counts.items())),
+        **({"info": tally.info} if tally.info else {}),
+    }

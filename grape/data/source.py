@@ -36,7 +36,9 @@ class Dataset:
         p = Path(self.path)
         if p.is_file():
             return [p]
-        found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(EXTENSIONS) and ".cache" not in f.parts)
+        found = sorted(
+            f for f in p.rglob("*") if f.is_file() and f.name.endswith(EXTENSIONS) and ".cache" not in f.parts
+        )
         if not found:
             raise DataError(self.path, None, None, f"no data files ({', '.join(EXTENSIONS)}) in this directory")
         mine = [f for f in found if self.split in f.name]
@@ -130,4 +132,3 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
             if not isinstance(row, dict):
                 raise DataError(path, lineno, None, f"expected a JSON object, got {type(row).__name__}")
             yield f"{path}:{lineno}", row
-

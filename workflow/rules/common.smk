@@ -55,9 +55,11 @@ def model_resources(gpu_capable=True):
 
 
 def user_data(wc):
-    """The user's own train/test files (data.kind: jsonl), so editing them reruns the workflow."""
+    """The local files of the pool (not hub ids), so editing them reruns the workflow."""
     d = CFG["data"]
-    return [d["train_path"], d["test_path"]] if d["kind"] == "jsonl" else []
+    paths = [d.get("train_path"), d.get("test_path"), d.get("path")]
+    paths += [ds["path"] for ds in d.get("datasets") or []]
+    return [p for p in paths if p and os.path.exists(p)]
 
 
 def select_scores(wc):

@@ -4,6 +4,7 @@ rule data:
     output:
         train=f"{RESULTS}/data/train.jsonl",
         test=f"{RESULTS}/data/test.jsonl",
+        dropped=f"{RESULTS}/data/dropped.jsonl",
     log:
         f"{RESULTS}/logs/data.log",
     conda:
@@ -11,4 +12,5 @@ rule data:
     params:
         cfg=slice_of("data"),
     shell:
-        "grape data --params {params.cfg:q} --train {output.train} --test {output.test} > {log} 2>&1"
+        "grape data --params {params.cfg:q} --train {output.train} --test {output.test} "
+        "--dropped {output.dropped} > {log} 2>&1"

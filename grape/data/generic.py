@@ -1,0 +1,93 @@
+"""`data.kind: generic`: any pool, from a hub dataset or a JSONL/Parquet/Arrow file, with its fields named in config.
+
+One input row is one (instruction, response) pair; rows with the same instruction become one instruction with
+several responses, so a pool that already holds candidates from several models needs no code:
+
+    data:
+      kind: generic
+      path: my_pool.parquet            # or a hub id, or a directory
+      fields: {instruction: prompt, response: output, source: model, answer: null, id: null, task: null}
+
+`fields.messages` instead of `instruction`/`response` reads chat rows (`[{role, content}]`) by the multi-turn rule
+of `grape.data.conversations`. Rows are grouped by the normalised instruction (or context), or by `fields.id` when
+given (then every row of an id must carry the same instruction). A source defaults to `original`; an answer, when
+mapped, is the first non-empty one of the group, compared by the `numeric` rule unless `fields.check` names a
+column with the rule. Instructions with fewer than `min_responses` distinct responses are counted, not kept.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from tqdm import tqdm
+
+from grape.data.conversations import context_key, flatten, normalise, split_conversation
+from grape.data.grouping import Grouper, distinct
+from grape.data.source import Dataset
+
+FIELDS = ("instruction", "response", "messages", "id", "source", "answer", "task", "check")
+
+
+def _pair(ds: Dataset, f: Mapping, where: str, row: Mapping, tally) -> tuple[list[dict] | None, str, str] | None:
+    """(context or None, instruction, response) of one row, or None when the row was dropped (counted)."""
+    if f.get("messages"):
+        ds.need(where, row, {f["messages"]: (list, tuple)})
+        split = split_conversation(row[f["messages"]])
+        if split is None:
+            tally.drop(where, "no_assistant_answer", row.get(f.get("id") or "", None))
+            return None
+        context, response = split
+        instruction = flatten(context)
+    else:
+        ds.need(where, row, {f["instruction"]: str, f["response"]: str})
+        context, instruction, response = None, row[f["instruction"]], row[f["response"]]
+    rid = row.get(f["id"]) if f.get("id") else None
+    if not instruction.strip():
+        tally.drop(where, "empty_instruction", rid)
+        return None
+    if not response.strip():
+        tally.drop(where, "empty_response", rid)
+        return None
+    return context, instruction, response
+
+
+def load(d: Mapping, seed: int, tally, workdir):
+    f = {k: (d.get("fields") or {}).get(k) for k in FIELDS}
+    if not f["messages"] and not (f["instruction"] and f["response"]):
+        raise ValueError("data.fields: name `messages`, or both `instruction` and `response`")
+    ds = Dataset(d["path"], d.get("split") or "train", d.get("revision"))
+    return _rows(ds, f, d, tally, workdir), []
+
+
+def _rows(ds: Dataset, f: Mapping, d: Mapping, tally, workdir):
+    grouper = Grouper(workdir)
+    limit = d.get("limit")
+    for n, (where, row) in enumerate(tqdm(ds.rows(), desc=f"read {ds.name}", unit=" rows", mininterval=2)):
+        if limit is not None and n >= limit:
+            break
+        tally.add("rows_read")
+        pair = _pair(ds, f, where, row, tally)
+        if pair is None:
+            continue
+        context, instruction, response = pair
+        extra = {k: row.get(f[k]) for k in ("answer", "task", "check") if f[k] and row.get(f[k]) not in (None, "")}
+        source = str(row.get(f["source"]) or "original") if f["source"] else "original"
+        key = str(row[f["id"]]) if f["id"] else (context_key(context) if context else normalise(instruction))
+        grouper.add(key, {"i": instruction, "c": context, "r": response, "s": source, "x": extra})
+    for digest, key, recs in grouper.groups():
+        first = recs[0]
+        if f["id"] and any(r["i"] != first["i"] for r in recs):
+            tally.add("instruction_mismatch")
+        responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
+        if len(responses) < d.get("min_responses", 1):
+            tally.add("instructions_below_min_responses")
+            tally.add("pairs_below_min_responses", len(responses))
+            continue
+        out = {"id": key if f["id"] else f"pool-{digest}", "instruction": first["i"], "responses": responses}
+        for k in ("answer", "task", "check"):
+            value = next((r["x"][k] for r in recs if k in r["x"]), None)
+            if value is not None:
+                out[k] = str(value)
+        if first["c"] and not (len(first["c"]) == 1 and first["c"][0]["role"] == "user"):
+            out["context"] = first["c"]
+        yield out

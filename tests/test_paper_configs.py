@@ -1,0 +1,47 @@
+"""The paper's two experiments plan here without network: `snakemake -n` lists the jobs a reproduction runs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_workflow import snakemake
+
+from grape import config as gconfig
+
+# jobs per rule: UltraInteract 6 sources x 4 targets x 4 arms, 16 score shards; Tulu-3 0 sources x 3 x 5
+EXPECTED = {
+    "ultrainteract": {
+        "compose": 1, "data": 1, "model": 10, "sample": 6, "verify": 1, "score_shard": 64, "score_gather": 4,
+        "select": 16, "sft": 16, "evaluate_task": 1, "evaluate_base": 4, "evaluate": 16, "report": 1, "all": 1,
+    },
+    "tulu3": {
+        "compose": 1, "data": 1, "model": 3, "verify": 1, "score_shard": 48, "score_gather": 3, "select": 15,
+        "sft": 15, "evaluate_task": 1, "evaluate_base": 3, "evaluate": 15, "report": 1, "all": 1,
+    },
+}  # fmt: skip
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_paper_config_dry_runs_with_the_expected_jobs(tmp_path, name):
+    proc = snakemake(tmp_path, "--cores", "1", "-n", "--config", f"experiment={name}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout) == EXPECTED[name]
+    assert not (tmp_path / "results").exists()
+
+
+def test_paper_configs_say_what_the_paper_says():
+    ui = gconfig.compose("ultrainteract", [])
+    assert ui["select"]["k"] == "original" and ui["select"]["strongest_source"] == "llama31_405b"
+    assert ui["verify"]["drop_incorrect"] and ui["data"]["kind"] == "ultrainteract"
+    tulu = gconfig.compose("tulu3", [])
+    assert tulu["sources"] == [] and not tulu["verify"]["drop_incorrect"] and tulu["data"]["min_responses"] == 2
+    assert tulu["select"]["original_sources"] == [tulu["data"]["datasets"][0]["name"]] == ["tulu-3-sft-mixture"]
+    for cfg in (ui, tulu):
+        assert cfg["sft"]["lr"] == 1e-5 and cfg["sft"]["epochs"] == 1 and cfg["sft"]["method"] == "full"
+        assert cfg["sft"]["batch_size"] * cfg["sft"]["grad_accum"] * cfg["resources"]["gpu"] == 256
