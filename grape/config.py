@@ -108,7 +108,12 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
             f"the sources {cfg['sources']} (needed by the 'strongest' arm)"
         )
     d = cfg["data"]
-    needs = {"jsonl": ("train_path", "test_path"), "generic": ("path",), "ultrainteract": ("path",), "tulu3": ("datasets",)}
+    needs = {
+        "jsonl": ("train_path", "test_path"),
+        "generic": ("path",),
+        "ultrainteract": ("path",),
+        "tulu3": ("datasets",),
+    }
     for key in needs.get(d["kind"], ()):
         if not d.get(key):
             raise ConfigError(f"key 'data.{key}': required when data.kind is '{d['kind']}'")
@@ -116,7 +121,9 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
     if len(set(names)) != len(names):
         raise ConfigError("key 'data.datasets': names repeat (each names the source of its responses)")
     if not cfg["sources"] and d["kind"] in ("demo", "jsonl"):
-        raise ConfigError(f"key 'sources': data.kind '{d['kind']}' has one response per instruction; name models to sample more")
+        raise ConfigError(
+            f"key 'sources': data.kind '{d['kind']}' has one response per instruction; name models to sample more"
+        )
     if "original" in cfg["sources"]:
         raise ConfigError("key 'sources': 'original' is reserved for the dataset's own responses")
 

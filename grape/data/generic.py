@@ -62,18 +62,22 @@ def load(d: Mapping, seed: int, tally, workdir):
 def _rows(ds: Dataset, f: Mapping, d: Mapping, tally, workdir):
     grouper = Grouper(workdir)
     limit = d.get("limit")
-    for n, (where, row) in enumerate(tqdm(ds.rows(), desc=f"read {ds.name}", unit=" rows", mininterval=2)):
-        if limit is not None and n >= limit:
-            break
-        tally.add("rows_read")
-        pair = _pair(ds, f, where, row, tally)
-        if pair is None:
-            continue
-        context, instruction, response = pair
-        extra = {k: row.get(f[k]) for k in ("answer", "task", "check") if f[k] and row.get(f[k]) not in (None, "")}
-        source = str(row.get(f["source"]) or "original") if f["source"] else "original"
-        key = str(row[f["id"]]) if f["id"] else (context_key(context) if context else normalise(instruction))
-        grouper.add(key, {"i": instruction, "c": context, "r": response, "s": source, "x": extra})
+    try:
+        for n, (where, row) in enumerate(tqdm(ds.rows(), desc=f"read {ds.name}", unit=" rows", mininterval=2)):
+            if limit is not None and n >= limit:
+                break
+            tally.add("rows_read")
+            pair = _pair(ds, f, where, row, tally)
+            if pair is None:
+                continue
+            context, instruction, response = pair
+            extra = {k: row.get(f[k]) for k in ("answer", "task", "check") if f[k] and row.get(f[k]) not in (None, "")}
+            source = str(row.get(f["source"]) or "original") if f["source"] else "original"
+            key = str(row[f["id"]]) if f["id"] else (context_key(context) if context else normalise(instruction))
+            grouper.add(key, {"i": instruction, "c": context, "r": response, "s": source, "x": extra})
+    except BaseException:
+        grouper.close()  # a bad row stops the stage: leave no partition files behind
+        raise
     for digest, key, recs in grouper.groups():
         first = recs[0]
         if f["id"] and any(r["i"] != first["i"] for r in recs):
