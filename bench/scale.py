@@ -1,7 +1,9 @@
-"""Scoring at paper scale, without the model time: index + plan + tokenization of a million-candidate pool.
+"""The stages at paper scale, without the model time: a million pairs through import, verify and select
+(`bench/stages.py`), and the score stage's index + plan + tokenization.
 
-    .venv/bin/python bench/scale.py                                   # 350,000 instructions x 3 = 1.05M candidates
+    .venv/bin/python bench/scale.py                                   # 350,000 instructions x 3 = 1.05M pairs
     .venv/bin/python bench/scale.py --instructions 20000              # a quick look
+    .venv/bin/python bench/scale.py --stages model-free               # or: --stages score
 
 Makes a synthetic pool in the pool schema (`grape.contracts.POOL`; instructions ~60 words, responses log-normal
 around ~180 words, so ~1.4 KB a row and ~1.45 GB for 1.05M rows, like the Tulu-3 pool), then runs, each in its
@@ -46,11 +48,8 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_pool(path: Path, n_instructions: int, n_candidates: int, seed: int = 0) -> None:
-    """Deterministic synthetic pool; rows of one instruction are scattered (sources written one after another)."""
-    import orjson
-
-    rng = random.Random(seed)
+def text_maker(rng: random.Random):
+    """text(words) -> that many words of English-like filler (sentences drawn from a fixed set of 4,000)."""
     sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 18))) + "." for _ in range(4000)]
 
     def text(words: int) -> str:
@@ -60,6 +59,16 @@ def make_pool(path: Path, n_instructions: int, n_candidates: int, seed: int = 0)
             out.append(s)
             n += s.count(" ") + 1
         return " ".join(out)
+
+    return text
+
+
+def make_pool(path: Path, n_instructions: int, n_candidates: int, seed: int = 0) -> None:
+    """Deterministic synthetic pool; rows of one instruction are scattered (sources written one after another)."""
+    import orjson
+
+    rng = random.Random(seed)
+    text = text_maker(rng)
 
     instructions = [text(int(rng.lognormvariate(4.0, 0.4))) for _ in range(n_instructions)]
     with open(path, "wb") as fh:
@@ -167,6 +176,13 @@ def main(argv=None) -> None:
     ap.add_argument("--chunk-size", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=20, help="chunks tokenized to measure the stream's rate")
     ap.add_argument("--upfront-rows", type=int, default=100_000)
+    ap.add_argument(
+        "--stages",
+        choices=["all", "score", "model-free"],
+        default="all",
+        help="score: tokenization + planning (stream vs upfront); model-free: import, verify, select",
+    )
+    ap.add_argument("--baseline", default="8185dcd", help="git commit whose selection the model-free run must match")
     ap.add_argument("--worker", choices=["stream", "upfront"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -176,6 +192,42 @@ def main(argv=None) -> None:
         return
 
     sys.path.insert(0, str(REPO))
+    from grape import runtime
+
+    print(f"CPU: {runtime.cpu_summary()}", flush=True)
+    if args.stages in ("all", "model-free"):
+        model_free(args)
+    if args.stages in ("all", "score"):
+        score_stage(args)
+
+
+def model_free(args) -> None:
+    import stages
+
+    with tempfile.TemporaryDirectory(prefix="grape-stages-") as tmp:
+        d = Path(tmp)
+        t = time.perf_counter()
+        stages.make_inputs(d, args.instructions, args.candidates, text_maker(random.Random(0)))
+        size = sum(f.stat().st_size for f in (d / "candidates").glob("*.jsonl")) + (d / "train.jsonl").stat().st_size
+        print(
+            f"# made the inputs ({size / 1e9:.2f} GB of train + candidates) in {time.perf_counter() - t:.0f} s",
+            flush=True,
+        )
+        rows = stages.run_stages(d, args.candidates)
+        print(
+            f"\nmodel-free stages, {args.instructions:,} instructions x {args.candidates} = "
+            f"{args.instructions * args.candidates:,} pairs; load average {os.getloadavg()[0]:.2f}"
+        )
+        print(f"{'stage':18} {'wall':>8} {'peak RSS':>10}  notes")
+        print("-" * 90)
+        for name, wall, rss, note in rows:
+            print(f"{name:18} {wall:>6.1f} s {rss:>8,.0f}MB  {note}")
+        print(f"\nselection vs {args.baseline} on a 10K-pair sample of the same pool:")
+        for line in stages.same_selection_as_baseline(d, args.baseline):
+            print("  " + line)
+
+
+def score_stage(args) -> None:
     from grape import runtime
 
     tokenizer_folder(args.model)

@@ -16,7 +16,7 @@ from typing import Mapping
 
 from grape.contracts import TEST, TRAIN, TRAIN_RESPONSE
 from grape.data.tally import Tally
-from grape.io import check_row, read_jsonl, write_jsonl
+from grape.io import check_row, fast_dumps, read_jsonl, write_jsonl
 
 # data.kind -> module with load(data_cfg, seed, tally, workdir) -> (train rows, test rows)
 IMPORTERS = {
@@ -51,7 +51,7 @@ def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None 
     train, test = importer(d["kind"]).load(d, params["seed"], tally, Path(train_out).parent)
     if d.get("test_path") and d["kind"] != "jsonl":
         test = read_jsonl(d["test_path"], TEST, unique="id", non_empty="test rows {id, instruction, answer}")
-    n = write_jsonl(train_out, _checked(train, tally, train_out))
+    n = write_jsonl(train_out, _checked(train, tally, train_out), encode=fast_dumps)
     if not n:
         raise ValueError(f"data.kind {d['kind']!r} produced no train rows; counts: {dict(tally.counts)}")
     write_jsonl(test_out, test)

@@ -74,11 +74,15 @@ def _rows(ds: Dataset, f: Mapping, d: Mapping, tally, workdir):
             extra = {k: row.get(f[k]) for k in ("answer", "task", "check") if f[k] and row.get(f[k]) not in (None, "")}
             source = str(row.get(f["source"]) or "original") if f["source"] else "original"
             key = str(row[f["id"]]) if f["id"] else (context_key(context) if context else normalise(instruction))
-            grouper.add(key, {"i": instruction, "c": context, "r": response, "s": source, "x": extra})
+            rec = {"i": instruction, "r": response, "s": source}
+            for name, value in (("c", context), ("x", extra), ("k", f["id"] and key)):
+                if value:
+                    rec[name] = value
+            grouper.add(key, rec)
     except BaseException:
         grouper.close()  # a bad row stops the stage: leave no partition files behind
         raise
-    for digest, key, recs in grouper.groups():
+    for digest, recs in grouper.groups():
         first = recs[0]
         if f["id"] and any(r["i"] != first["i"] for r in recs):
             tally.add("instruction_mismatch")
@@ -87,11 +91,12 @@ def _rows(ds: Dataset, f: Mapping, d: Mapping, tally, workdir):
             tally.add("instructions_below_min_responses")
             tally.add("pairs_below_min_responses", len(responses))
             continue
-        out = {"id": key if f["id"] else f"pool-{digest}", "instruction": first["i"], "responses": responses}
+        out = {"id": first["k"] if f["id"] else f"pool-{digest}", "instruction": first["i"], "responses": responses}
         for k in ("answer", "task", "check"):
-            value = next((r["x"][k] for r in recs if k in r["x"]), None)
+            value = next((r["x"][k] for r in recs if k in r.get("x", ())), None)
             if value is not None:
                 out[k] = str(value)
-        if first["c"] and not (len(first["c"]) == 1 and first["c"][0]["role"] == "user"):
-            out["context"] = first["c"]
+        context = first.get("c")
+        if context and not (len(context) == 1 and context[0]["role"] == "user"):
+            out["context"] = context
         yield out

@@ -79,7 +79,7 @@ def _rows(specs: list[Dataset], min_responses: int, limit, tally, workdir) -> It
         grouper.close()
         raise
     # Grouper order: partition by partition, first appearance within one; deterministic for the same inputs.
-    for digest, _key, recs in grouper.groups():
+    for digest, recs in grouper.groups():
         responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
         if len(responses) < min_responses:
             tally.add("instructions_below_min_responses")

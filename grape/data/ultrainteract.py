@@ -74,7 +74,10 @@ def _grouped(ds: Dataset, limit: int | None, tally, workdir) -> Grouper:
             elif not row["response"].strip():
                 tally.drop(where, "empty_response", row["id"])
             else:
-                grouper.add(row["parent_id"], {"i": row["instruction"], "t": row["task"], "r": row["response"]})
+                grouper.add(
+                    row["parent_id"],
+                    {"p": row["parent_id"], "i": row["instruction"], "t": row["task"], "r": row["response"]},
+                )
     except BaseException:
         grouper.close()  # a bad row stops the stage: leave no partition files behind
         raise
@@ -82,7 +85,7 @@ def _grouped(ds: Dataset, limit: int | None, tally, workdir) -> Grouper:
 
 
 def _rows(ds: Dataset, limit: int | None, tally, workdir) -> Iterator[dict]:
-    for _, parent, recs in _grouped(ds, limit, tally, workdir).groups():
+    for _, recs in _grouped(ds, limit, tally, workdir).groups():
         first = recs[0]
         if any(r["i"] != first["i"] for r in recs):
             tally.add("instruction_mismatch")
@@ -91,7 +94,7 @@ def _rows(ds: Dataset, limit: int | None, tally, workdir) -> Iterator[dict]:
         task = first["t"].strip() or "unknown"  # the contract wants a non-blank task
         check = ANSWER_RULES.get(task, "none")
         responses = distinct([{"response": r["r"], "source": "original"} for r in recs], tally.counts)
-        row = {"id": parent, "instruction": first["i"], "responses": responses, "check": check, "task": task}
+        row = {"id": first["p"], "instruction": first["i"], "responses": responses, "check": check, "task": task}
         tally.add(f"task:{task}")
         if check == "none":
             tally.add(f"unverifiable:{task}")
