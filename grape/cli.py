@@ -171,6 +171,15 @@ def cmd_report(args):
     _finish("report", p, outputs, files, counts, t0)
 
 
+def cmd_pick(args):
+    from grape import pick
+
+    t0 = time.time()
+    fields = dict(kv.split("=", 1) for kv in args.fields) if args.fields else None
+    counts = pick.run(args.pool, args.target, args.out, args.k, args.backend, fields, args.overrides, args.workdir)
+    print(json.dumps({"stage": "pick", **counts, "seconds": round(time.time() - t0, 1)}, default=str))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="grape", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
@@ -265,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
         ("--verify-counts", req),
         ("--output-dir", req),
     )
+    pk = sub.add_parser("pick", help="score and select your own pool for one target, without Snakemake")
+    pk.add_argument("--pool", required=True, help="a pool file, any JSONL/Parquet/Arrow file or directory, or a hub id")
+    pk.add_argument("--target", required=True, help="a model folder, a config/model name, or a hub id")
+    pk.add_argument("--out", required=True, help="the selection (JSONL: prompt/completion, messages, text, ...)")
+    pk.add_argument("--k", default=None, help="responses kept per instruction (default 1; `original` as in select.k)")
+    pk.add_argument("--backend", default=None, choices=["packed", "reference", "vllm"], help="score.backend")
+    pk.add_argument("--fields", nargs="*", help="column mapping for an imported pool, e.g. instruction=prompt "
+                    "response=output source=model (or messages=conversation)")  # fmt: skip
+    pk.add_argument("--workdir", default=None, help="keep the intermediate files here (a rerun resumes scoring)")
+    pk.add_argument(
+        "overrides", nargs="*", help="Hydra-style overrides of the default config, e.g. score.max_length=2048"
+    )
+    pk.set_defaults(func=cmd_pick, stage="pick")
     return ap
 
 

@@ -50,13 +50,15 @@ _TYPE_NAMES = {
 
 
 _MISSING = object()
+_BLANK_START = (b"", b"\n", b"\r", b" ", b"\t")
 
 
 def check_row(path, lineno: int | None, row: Any, spec: RowSpec | None, require: Mapping[str, str] = ()) -> None:
     """Check one row against `spec`; `require` names optional fields this caller needs, with the reason.
 
-    Hot at a million rows (the score stage's index), so the common case is one dict lookup and one exact type test
-    per field; anything unusual falls through to the full check and its message.
+    Hot at a million rows (verify, select, the score stage's index), so the common case is one dict lookup and one
+    exact type test per field (measured faster than C-level `map` pipelines over the fields); anything unusual falls
+    through to the full check and its message.
     """
     if type(row) is not dict:
         if not isinstance(row, dict):
@@ -128,18 +130,21 @@ def iter_jsonl_located(
     """
     seen: dict[Any, int] = {}
     offset = 0
-    with open(path, "rb") as fh:
+    takes_bytes = loads is not json.loads  # orjson parses (and checks the UTF-8 of) bytes: no decoded copy
+    with open(path, "rb", buffering=1 << 20) as fh:
         for lineno, raw in enumerate(fh, start=1):
             start, offset = offset, offset + len(raw)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(path, lineno, None, f"not valid UTF-8 (byte {err.start})") from None
-            if not text.strip():
+            if raw[:1] in _BLANK_START and not raw.strip():
                 continue
             try:
-                row = loads(text)
+                row = loads(raw if takes_bytes else raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise DataError(path, lineno, None, f"not valid UTF-8 (byte {err.start})") from None
             except json.JSONDecodeError as err:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    raise DataError(path, lineno, None, f"not valid UTF-8 (byte {bad.start})") from None
                 raise DataError(path, lineno, None, f"malformed JSON: {err.msg} at column {err.colno}") from None
             check_row(path, lineno, row, spec, require)
             if keep is not None and not keep(row):
@@ -190,7 +195,7 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping], encode=None) -
 
     `encode(row) -> bytes`: `fast_dumps` where a million rows make `json.dumps` the bottleneck."""
     n = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb", buffering=1 << 20) as fh:
         for row in rows:
             fh.write((encode(row) if encode else dumps(row).encode("utf-8")) + b"\n")
             n += 1

@@ -24,7 +24,7 @@ from typing import Iterator, Mapping
 
 import orjson
 
-from grape.answers import extract_answer, is_correct, rule
+from grape.answers import extract_answer, matches, normalise_reference, rule
 from grape.contracts import CANDIDATE, POOL, TRAIN, TRAIN_RESPONSE
 from grape.io import DataError, check_row, fast_dumps, iter_jsonl_located, write_json, write_jsonl
 
@@ -34,13 +34,20 @@ COLUMNS = ("generated", "correct", "dropped_empty", "dropped_no_answer", "droppe
 
 
 class Reference:
-    __slots__ = ("answer", "check", "task", "context")
+    """What verify keeps of one instruction: its answer (normalised once), answer rule, task and context."""
+
+    __slots__ = ("answer", "check", "task", "context", "expected")
 
     def __init__(self, row: Mapping, keep_context: bool):
         self.answer = None if row.get("answer") is None else str(row["answer"])
         self.check = row.get("check")
         self.task = row.get("task")
         self.context = row.get("context") if keep_context else None
+        self.expected = None if self.answer is None else normalise_reference(self.answer, self.check)
+
+    def correct(self, response: str) -> bool | None:
+        """Whether `response` has the reference answer; None when there is nothing to compare."""
+        return matches(response, self.expected, self.check) if self.verifiable() else None
 
     def extra(self) -> dict:
         out = {"answer": self.answer, "task": self.task, "context": self.context}
@@ -69,7 +76,7 @@ def _originals(
             c = counts.setdefault(src, Counter())
             c["generated"] += 1
             c["kept"] += 1
-            ok = is_correct(item["response"], ref.answer, ref.check)
+            ok = ref.correct(item["response"])
             c["correct"] += bool(ok)
             yield {
                 "candidate_id": f"{row['id']}:{src}:{per_source[src]}",
@@ -103,7 +110,7 @@ def _candidates(path: str, refs: dict, seen: set, counts: dict, drop: bool, unve
         if not cand["response"].strip():
             c["dropped_empty"] += 1
             continue
-        ok = is_correct(cand["response"], ref.answer, ref.check)
+        ok = ref.correct(cand["response"])
         c["correct"] += bool(ok)
         if drop and ok is None:
             if unverifiable == "drop":

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from grape.answers import extract_answer, is_correct
 from grape.data.jsonl import load_user_splits
 from grape.io import DataError
-from grape.answers import extract_answer, is_correct
 from grape.word_problems import demo_splits
 
 

@@ -86,3 +86,24 @@ def test_jsonl_kind_accepts_several_responses(tmp_path):
     data.run(params, str(tmp_path / "o.jsonl"), str(tmp_path / "e.jsonl"))
     (row,) = read_jsonl(tmp_path / "o.jsonl")
     assert row["responses"] == [{"response": "2", "source": "original"}, {"response": "two", "source": "m"}]
+
+
+def test_instructions_that_differ_only_in_spacing_group_and_lookalikes_do_not(tmp_path):
+    """Grouping screens by the text without whitespace, then compares normalised texts: "a b" and "ab" differ."""
+    rows = [
+        {"prompt": "Add 2 and 3.", "output": "5"},
+        {"prompt": "Add 2\tand  3.", "output": "Five."},
+        {"prompt": "Add2 and 3.", "output": "5."},  # same signature as the others, a different instruction
+        {"prompt": "Add 2 and 3.", "output": "5 "},  # the first response again, up to whitespace
+    ]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = {
+        "seed": 0,
+        "data": {"kind": "generic", "path": str(path), "fields": {"instruction": "prompt", "response": "output"}},
+    }
+    counts = data.run(params, str(tmp_path / "t.jsonl"), str(tmp_path / "e.jsonl"))
+    train = {r["instruction"]: r for r in read_jsonl(tmp_path / "t.jsonl")}
+    assert [x["response"] for x in train["Add 2 and 3."]["responses"]] == ["5", "Five."]
+    assert [x["response"] for x in train["Add2 and 3."]["responses"]] == ["5."]
+    assert len({r["id"] for r in train.values()}) == 2 and counts["duplicate_responses"] == 1

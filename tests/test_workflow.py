@@ -163,3 +163,29 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "sft.lr" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_pick_gives_the_workflow_grape_selection(run, tmp_path):
+    """`grape pick` runs the same stage code: on the workflow's pool, and on the same pairs as a plain JSONL."""
+    _, r = run
+    grape = str(Path(sys.executable).parent / "grape")
+    workflow = rows(r / "selections/tiny_a/grape.jsonl")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({k: p[k] for k in ("instruction", "response", "source")}) + "\n"
+            for p in rows(r / "pool/pool.jsonl")
+        )
+    )
+    for pool, key in ((r / "pool/pool.jsonl", "candidate_id"), (pairs, "response")):
+        out = tmp_path / f"picked_{key}.jsonl"
+        cmd = [grape, "pick", "--pool", str(pool), "--target", str(r / "models/tiny_a"), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        picked = rows(out)
+        assert sorted((p["instruction"], p[key]) for p in picked) == sorted(
+            (w["instruction"], w[key]) for w in workflow
+        )
+        assert all(
+            p["messages"][-1]["content"] == p["response"] and p["text"] == p["prompt"] + p["completion"] for p in picked
+        )

@@ -21,8 +21,8 @@ from typing import Mapping
 
 from tqdm import tqdm
 
-from grape.data.conversations import context_key, flatten, normalise, split_conversation
-from grape.data.grouping import Grouper, distinct
+from grape.data.conversations import context_key, flatten, normalise, signature, split_conversation
+from grape.data.grouping import Grouper, distinct, key_hash
 from grape.data.source import Dataset
 
 FIELDS = ("instruction", "response", "messages", "id", "source", "answer", "task", "check")
@@ -73,7 +73,7 @@ def _rows(ds: Dataset, f: Mapping, d: Mapping, tally, workdir):
             context, instruction, response = pair
             extra = {k: row.get(f[k]) for k in ("answer", "task", "check") if f[k] and row.get(f[k]) not in (None, "")}
             source = str(row.get(f["source"]) or "original") if f["source"] else "original"
-            key = str(row[f["id"]]) if f["id"] else (context_key(context) if context else normalise(instruction))
+            key = str(row[f["id"]]) if f["id"] else (context_key(context) if context else signature(instruction))
             rec = {"i": instruction, "r": response, "s": source}
             for name, value in (("c", context), ("x", extra), ("k", f["id"] and key)):
                 if value:
@@ -83,20 +83,39 @@ def _rows(ds: Dataset, f: Mapping, d: Mapping, tally, workdir):
         grouper.close()  # a bad row stops the stage: leave no partition files behind
         raise
     for digest, recs in grouper.groups():
-        first = recs[0]
-        if f["id"] and any(r["i"] != first["i"] for r in recs):
-            tally.add("instruction_mismatch")
-        responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
-        if len(responses) < d.get("min_responses", 1):
-            tally.add("instructions_below_min_responses")
-            tally.add("pairs_below_min_responses", len(responses))
-            continue
-        out = {"id": first["k"] if f["id"] else f"pool-{digest}", "instruction": first["i"], "responses": responses}
-        for k in ("answer", "task", "check"):
-            value = next((r["x"][k] for r in recs if k in r.get("x", ())), None)
-            if value is not None:
-                out[k] = str(value)
-        context = first.get("c")
-        if context and not (len(context) == 1 and context[0]["role"] == "user"):
-            out["context"] = context
-        yield out
+        subs = [recs] if f["id"] else _same_instruction(recs)
+        for sub in subs:
+            row = _instruction(sub, f, d, tally, digest if len(subs) == 1 else key_hash(normalise(sub[0]["i"])))
+            if row is not None:
+                yield row
+
+
+def _same_instruction(recs: list[dict]) -> list[list[dict]]:
+    """Records of one grouping digest split by normalised instruction (grouping screens by `signature`, which two
+    different instructions can share); the common case, one raw text, costs no normalisation."""
+    if recs[0].get("c") or all(r["i"] == recs[0]["i"] for r in recs):  # chat rows: grouped by the exact key
+        return [recs]
+    subs: dict[str, list[dict]] = {}
+    for r in recs:
+        subs.setdefault(normalise(r["i"]), []).append(r)
+    return list(subs.values())
+
+
+def _instruction(recs: list[dict], f: Mapping, d: Mapping, tally, digest: str) -> dict | None:
+    first = recs[0]
+    if f["id"] and any(r["i"] != first["i"] for r in recs):
+        tally.add("instruction_mismatch")
+    responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
+    if len(responses) < d.get("min_responses", 1):
+        tally.add("instructions_below_min_responses")
+        tally.add("pairs_below_min_responses", len(responses))
+        return None
+    out = {"id": first["k"] if f["id"] else f"pool-{digest}", "instruction": first["i"], "responses": responses}
+    for k in ("answer", "task", "check"):
+        value = next((r["x"][k] for r in recs if k in r.get("x", ())), None)
+        if value is not None:
+            out[k] = str(value)
+    context = first.get("c")
+    if context and not (len(context) == 1 and context[0]["role"] == "user"):
+        out["context"] = context
+    return out

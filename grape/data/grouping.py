@@ -18,10 +18,10 @@ from typing import Iterator
 import orjson
 
 
-def key_hash(key: str) -> str:
+def key_hash(key: str | bytes) -> str:
     """A stable 24-hex-digit (96-bit) digest of a group key: groups are told apart by it alone (a collision among
     a million keys has odds ~1e-17) and the instruction ids of grouped pools are built from it."""
-    return hashlib.blake2b(key.encode("utf-8"), digest_size=12).hexdigest()
+    return hashlib.blake2b(key if isinstance(key, bytes) else key.encode("utf-8"), digest_size=12).hexdigest()
 
 
 class Grouper:
@@ -31,7 +31,7 @@ class Grouper:
         self.files = [open(self.dir / f"{i:03d}.jsonl", "wb") for i in range(partitions)]
         self.rows = 0
 
-    def add(self, key: str, record: dict) -> None:
+    def add(self, key: str | bytes, record: dict) -> None:
         """File `record` under `key`; only the key's digest is written (the key itself can be a long text)."""
         h = key_hash(key)
         self.files[int(h[:8], 16) % self.n].write(orjson.dumps([h, record]) + b"\n")
@@ -61,15 +61,24 @@ class Grouper:
 
 def distinct(responses: list[dict], counts) -> list[dict]:
     """The responses ({response, source}) with repeats removed: the first of each whitespace-normalised text is kept
-    (input order, so list the preferred source first) and each repeat counted as `duplicate_responses`."""
-    from grape.data.conversations import normalise
+    (input order, so list the preferred source first) and each repeat counted as `duplicate_responses`.
 
-    seen, out = set(), []
+    Only responses whose `signature` matches are normalised and compared, so a million long responses cost one
+    C-speed pass each instead of a split into words."""
+    from grape.data.conversations import normalise, signature
+
+    by_sig: dict[bytes, list[str]] = {}
+    out = []
     for r in responses:
-        key = normalise(r["response"])
-        if key in seen:
-            counts["duplicate_responses"] += 1
-            continue
-        seen.add(key)
+        sig = signature(r["response"])
+        same = by_sig.get(sig)
+        if same is not None:
+            norm = normalise(r["response"])
+            if any(normalise(t) == norm for t in same):
+                counts["duplicate_responses"] += 1
+                continue
+            same.append(r["response"])
+        else:
+            by_sig[sig] = [r["response"]]
         out.append(r)
     return out
