@@ -21,10 +21,14 @@ from typing import Callable
 
 _ANSWER_IS = re.compile(r"answer is[:\s]*\$?(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_NOT_DIGITS = "".join(chr(c) for c in range(128) if not chr(c).isdigit())
 _ANSWER_MARK = re.compile(r"answer\s*:", re.IGNORECASE)
 
 
 def _as_number(text: str) -> str | None:
+    text = text.replace(",", "")
+    if text.isdigit() and text.isascii():  # the common case, without the float round trip
+        return str(int(text))
     try:
         value = float(text.replace(",", ""))
     except ValueError:
@@ -46,7 +50,7 @@ def numeric(text: str) -> str | None:
         if m:
             return _as_number(m.group(1))
         pos = lower.rfind("answer is", 0, pos)
-    end = max(text.rfind(d) for d in "0123456789")
+    end = len(text.rstrip(_NOT_DIGITS)) - 1  # the last digit, found from the end
     if end < 0:
         return None
     start = end

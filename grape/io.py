@@ -24,6 +24,9 @@ class DataError(ValueError):
         super().__init__(f"{where}: {what}{problem}")
         self.path, self.line, self.field, self.problem = str(path), line, field, problem
 
+    def __reduce__(self):  # raised in a worker process (grape.parallel): arrive whole in the parent
+        return DataError, (self.path, self.line, self.field, self.problem)
+
 
 class Field(NamedTuple):
     """One field of a row spec (`grape.contracts`): its allowed types, whether it must be present, whether a
@@ -121,18 +124,22 @@ def iter_jsonl_located(
     require: Mapping[str, str] = (),
     loads=json.loads,
     keep=None,
+    part=None,
 ) -> Iterator[tuple[int, int, bytes, dict]]:
     """(line number, byte offset, raw line, row) for every checked row: the one JSONL loop of the package.
 
     `loads` parses a line (`orjson.loads` where a million rows make `json.loads` the bottleneck; both raise
     json.JSONDecodeError). `keep(row)`: rows it rejects are checked but neither yielded nor held to `unique`
-    (one shard of a pool).
+    (one shard of a pool). `part`: a `grape.parallel.Range` to read only those bytes (`unique` then holds within it).
     """
     seen: dict[Any, int] = {}
-    offset = 0
+    offset, first, end = (part.start, part.first_line, part.end) if part else (0, 1, None)
     takes_bytes = loads is not json.loads  # orjson parses (and checks the UTF-8 of) bytes: no decoded copy
     with open(path, "rb", buffering=1 << 20) as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        fh.seek(offset)
+        for lineno, raw in enumerate(fh, start=first):
+            if end is not None and offset >= end:
+                break
             start, offset = offset, offset + len(raw)
             if raw[:1] in _BLANK_START and not raw.strip():
                 continue

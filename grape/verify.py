@@ -13,41 +13,44 @@ Every dropped candidate is counted per source and reason; nothing leaves silentl
 error (the sample stage wrote nothing); a source whose every candidate was dropped shows as `kept: 0`.
 
 Streams: the train file and each candidates file are read once, row by row, and the pool is written as it goes;
-memory holds one small record per instruction (answer, rule) and the candidate ids, not the texts.
+memory holds one small record per instruction (answer, rule) and the candidate ids, not the texts. Each file is
+cut into one byte range per core the job has (`grape.parallel`); the pool is the same for any number of them.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, NamedTuple
 
 import orjson
 
 from grape.answers import extract_answer, matches, normalise_reference, rule
 from grape.contracts import CANDIDATE, POOL, TRAIN, TRAIN_RESPONSE
-from grape.io import DataError, check_row, fast_dumps, iter_jsonl_located, write_json, write_jsonl
+from grape.io import DataError, atomic_path, check_row, fast_dumps, iter_jsonl_located, write_json
+from grape.parallel import Range, absolute_line, concat, guarded, ranges, starmap, workers
 
 POOL_FIELDS = [f for f in POOL if f not in ("correct", "task", "context", "answer")]  # copied from a candidate row
 NEEDS_ANSWER = "verify.drop_incorrect compares each candidate's final answer with it"
 COLUMNS = ("generated", "correct", "dropped_empty", "dropped_no_answer", "dropped_wrong", "dropped_unverifiable")
 
 
-class Reference:
-    """What verify keeps of one instruction: its answer (normalised once), answer rule, task and context."""
+class Reference(NamedTuple):
+    """What verify keeps of one instruction: its answer (and that answer normalised once), answer rule, task and
+    context. A tuple, so the workers that read the train file hand it back to the parent cheaply."""
 
-    __slots__ = ("answer", "check", "task", "context", "expected")
+    answer: str | None
+    check: str | None
+    task: str | None
+    context: list | None
+    expected: str | None
 
-    def __init__(self, row: Mapping, keep_context: bool):
-        self.answer = None if row.get("answer") is None else str(row["answer"])
-        self.check = row.get("check")
-        self.task = row.get("task")
-        self.context = row.get("context") if keep_context else None
-        self.expected = None if self.answer is None else normalise_reference(self.answer, self.check)
-
-    def correct(self, response: str) -> bool | None:
-        """Whether `response` has the reference answer; None when there is nothing to compare."""
-        return matches(response, self.expected, self.check) if self.verifiable() else None
+    @classmethod
+    def of(cls, row: Mapping, keep_context: bool) -> "Reference":
+        answer = None if row.get("answer") is None else str(row["answer"])
+        check = row.get("check")
+        expected = None if answer is None else normalise_reference(answer, check)
+        return cls(answer, check, row.get("task"), row.get("context") if keep_context else None, expected)
 
     def extra(self) -> dict:
         out = {"answer": self.answer, "task": self.task, "context": self.context}
@@ -56,96 +59,157 @@ class Reference:
     def verifiable(self) -> bool:
         return self.answer is not None and rule(self.check) is not None
 
-
-def _originals(
-    train_path: str, refs: dict, counts: dict, drop: bool, unverifiable: str, keep_ctx: bool
-) -> Iterator[dict]:
-    """The pool rows of the dataset's own responses, while filling `refs` (instruction id -> Reference)."""
-    for lineno, _, _, row in iter_jsonl_located(train_path, TRAIN, unique="id", loads=orjson.loads):
-        ref = refs[sys.intern(row["id"])] = Reference(row, keep_ctx)
-        if drop and unverifiable == "error" and not ref.verifiable():
-            why = "answer rule 'none' cannot compare answers" if ref.answer is not None else "missing"
-            raise DataError(
-                train_path, lineno, "answer", f"{why} ({NEEDS_ANSWER}; or set verify.unverifiable: keep | drop)"
-            )
-        extra = {**ref.extra(), **({"context": row["context"]} if row.get("context") else {})}
-        per_source: Counter = Counter()
-        for item in row["responses"]:
-            check_row(train_path, lineno, item, TRAIN_RESPONSE)
-            src = item["source"]
-            c = counts.setdefault(src, Counter())
-            c["generated"] += 1
-            c["kept"] += 1
-            ok = ref.correct(item["response"])
-            c["correct"] += bool(ok)
-            yield {
-                "candidate_id": f"{row['id']}:{src}:{per_source[src]}",
-                "instruction_id": row["id"],
-                "instruction": row["instruction"],
-                "response": item["response"],
-                "source": src,
-                "sample_index": per_source[src],
-                **extra,
-                "correct": ok,
-            }
-            per_source[src] += 1
+    def correct(self, response: str) -> bool | None:
+        """Whether `response` has the reference answer; None when there is nothing to compare."""
+        return matches(response, self.expected, self.check) if self.verifiable() else None
 
 
-def _candidates(path: str, refs: dict, seen: set, counts: dict, drop: bool, unverifiable: str) -> Iterator[dict]:
+_REFS: dict[str, Reference] = {}  # instruction id -> Reference, set before the candidate workers fork
+
+
+def _write_part(rows: Iterator[dict], out: str) -> int:
     n = 0
-    for lineno, _, _, cand in iter_jsonl_located(path, CANDIDATE, loads=orjson.loads):
-        n += 1
-        c = counts.setdefault(cand["source"], Counter())
-        c["generated"] += 1
-        ref = refs.get(cand["instruction_id"])
-        if ref is None:
-            raise ValueError(
-                f"{path}: candidate {cand['candidate_id']} names unknown instruction {cand['instruction_id']!r}"
-            )
-        if cand["candidate_id"] in seen:
-            raise DataError(
-                path, lineno, "candidate_id", f"duplicate candidate_id {cand['candidate_id']!r} across files"
-            )
-        seen.add(cand["candidate_id"])
-        if not cand["response"].strip():
-            c["dropped_empty"] += 1
-            continue
-        ok = ref.correct(cand["response"])
-        c["correct"] += bool(ok)
-        if drop and ok is None:
-            if unverifiable == "drop":
-                c["dropped_unverifiable"] += 1
+    with open(out, "wb", buffering=1 << 20) as fh:
+        for row in rows:
+            fh.write(fast_dumps(row) + b"\n")
+            n += 1
+    return n
+
+
+def _train_part(part: Range, out: str, drop: bool, unverifiable: str, keep_ctx: bool):
+    """One byte range of the train file: its originals' pool rows to `out`; (refs with lines, counts, rows)."""
+    refs: dict[str, tuple[Reference, int]] = {}
+    counts: dict[str, Counter] = {}
+
+    def rows():
+        for lineno, _, _, row in iter_jsonl_located(part.path, TRAIN, unique="id", loads=orjson.loads, part=part):
+            ref = Reference.of(row, keep_ctx)
+            refs[row["id"]] = (ref, lineno)
+            if drop and unverifiable == "error" and not ref.verifiable():
+                why = "answer rule 'none' cannot compare answers" if ref.answer is not None else "missing"
+                raise DataError(
+                    part.path, lineno, "answer", f"{why} ({NEEDS_ANSWER}; or set verify.unverifiable: keep | drop)"
+                )
+            extra = {**ref.extra(), **({"context": row["context"]} if row.get("context") else {})}
+            per_source: Counter = Counter()
+            for item in row["responses"]:
+                check_row(part.path, lineno, item, TRAIN_RESPONSE)
+                src = item["source"]
+                c = counts.setdefault(src, Counter())
+                c["generated"] += 1
+                c["kept"] += 1
+                ok = ref.correct(item["response"])
+                c["correct"] += bool(ok)
+                yield {
+                    "candidate_id": f"{row['id']}:{src}:{per_source[src]}",
+                    "instruction_id": row["id"],
+                    "instruction": row["instruction"],
+                    "response": item["response"],
+                    "source": src,
+                    "sample_index": per_source[src],
+                    **extra,
+                    "correct": ok,
+                }
+                per_source[src] += 1
+
+    n = _write_part(rows(), out)
+    return refs, counts, n
+
+
+def _candidate_part(part: Range, out: str, drop: bool, unverifiable: str):
+    """One byte range of a candidates file: its kept rows to `out`; (counts, candidate ids with lines, rows read)."""
+    counts: dict[str, Counter] = {}
+    ids: list[tuple[str, int]] = []
+
+    def rows():
+        for lineno, _, _, cand in iter_jsonl_located(part.path, CANDIDATE, loads=orjson.loads, part=part):
+            ids.append((cand["candidate_id"], lineno))
+            c = counts.setdefault(cand["source"], Counter())
+            c["generated"] += 1
+            ref = _REFS.get(cand["instruction_id"])
+            if ref is None:
+                raise DataError(
+                    part.path,
+                    lineno,
+                    "instruction_id",
+                    f"candidate {cand['candidate_id']} names unknown instruction {cand['instruction_id']!r}",
+                )
+            if not cand["response"].strip():
+                c["dropped_empty"] += 1
                 continue
-            c["unverified_kept"] += 1
-        elif drop and not ok:
-            c["dropped_no_answer" if extract_answer(cand["response"], ref.check) is None else "dropped_wrong"] += 1
-            continue
-        c["kept"] += 1
-        yield {**{k: cand[k] for k in POOL_FIELDS}, **ref.extra(), "correct": ok}
-    if not n:
-        raise DataError(
-            path, None, None, "no rows: expected the sample stage's candidates (one row per instruction x sample)"
-        )
+            ok = ref.correct(cand["response"])
+            c["correct"] += bool(ok)
+            if drop and ok is None:
+                if unverifiable == "drop":
+                    c["dropped_unverifiable"] += 1
+                    continue
+                c["unverified_kept"] += 1
+            elif drop and not ok:
+                c["dropped_no_answer" if extract_answer(cand["response"], ref.check) is None else "dropped_wrong"] += 1
+                continue
+            c["kept"] += 1
+            yield {**{k: cand[k] for k in POOL_FIELDS}, **ref.extra(), "correct": ok}
+
+    _write_part(rows(), out)
+    return counts, ids
+
+
+def _merge(total: dict[str, Counter], counts: dict[str, Counter]) -> None:
+    for src, c in counts.items():
+        total.setdefault(src, Counter()).update(c)
 
 
 def run(params: Mapping, train_path: str, candidate_paths: list[str], out: str, counts_out: str) -> dict:
     v = params["verify"]
     drop, unverifiable = v["drop_incorrect"], v.get("unverifiable", "error")
-    refs: dict[str, Reference] = {}
-    seen: set[str] = set()
+    n_workers = workers(params.get("threads"))
     counts: dict[str, Counter] = {}
-
-    def rows():
-        yield from _originals(train_path, refs, counts, drop, unverifiable, keep_ctx=bool(candidate_paths))
-        if not refs:
+    _REFS.clear()
+    with atomic_path(out) as tmp:
+        parts = []
+        ranges_ = ranges(train_path, n_workers)
+        calls = [
+            (_train_part, r, f"{tmp}.train{i}", drop, unverifiable, bool(candidate_paths))
+            for i, r in enumerate(ranges_)
+        ]
+        for (refs, c, _), call in zip(starmap(guarded, calls), calls):
+            for iid, (ref, lineno) in refs.items():
+                if iid in _REFS:
+                    raise DataError(train_path, absolute_line(call[1], lineno), "id", f"duplicate id {iid!r}")
+                _REFS[sys.intern(iid)] = ref
+            _merge(counts, c)
+        parts += [call[2] for call in calls]
+        if not _REFS:
             raise DataError(train_path, None, None, "no rows: expected the train instructions")
-        for path in candidate_paths:
-            yield from _candidates(path, refs, seen, counts, drop, unverifiable)
-
-    n = write_jsonl(out, rows(), encode=fast_dumps)
+        seen: set[str] = set()
+        for k, path in enumerate(candidate_paths):
+            calls = [
+                (_candidate_part, r, f"{tmp}.cand{k}.{i}", drop, unverifiable)
+                for i, r in enumerate(ranges(path, n_workers))
+            ]
+            n = 0
+            for (c, ids), call in zip(starmap(guarded, calls), calls):
+                _merge(counts, c)
+                for cid, lineno in ids:
+                    if cid in seen:
+                        line = absolute_line(call[1], lineno)
+                        raise DataError(path, line, "candidate_id", f"duplicate candidate_id {cid!r} (across files)")
+                    seen.add(cid)
+                n += len(ids)
+            if not n:
+                raise DataError(
+                    path,
+                    None,
+                    None,
+                    "no rows: expected the sample stage's candidates (one row per instruction x sample)",
+                )
+            parts += [call[2] for call in calls]
+        concat(parts, tmp)
+    _REFS.clear()
+    n = sum(c["kept"] for c in counts.values())
     table = [
         {"source": src, **{k: c[k] for k in COLUMNS}, "unverified_kept": c["unverified_kept"], "kept": c["kept"]}
         for src, c in counts.items()
     ]
     write_json(counts_out, table)
-    return {"pool": n, "by_source": table}
+    return {"pool": n, "by_source": table, "workers": n_workers}
