@@ -1,0 +1,140 @@
+"""The `select` stage: one training set per target per arm, in prompt/completion form.
+
+Reads: `pool/pool.jsonl` (`grape.contracts.POOL`) and, for the arms that rank by score, the target's
+`scores/<target>.jsonl` (`SCORED`). Writes: `selections/<target>/<arm>.jsonl` (`SELECTION`).
+
+Arms (`ARMS`, the paper's comparisons, UltraInteract setting):
+- grape:     per instruction, the k candidates with the highest mean log-prob under the target (`select.k`: a
+             number, or `original`: as many as the instruction has original responses, the paper's UltraInteract
+             setting).
+- reverse:   the k with the lowest (the paper's "Highest PPL" arm).
+- random:    k candidates drawn uniformly (seeded per instruction, independent of file order).
+- strongest: every candidate of one configured source (the paper's "405B only" distillation);
+             an instruction where that source has none keeps its reference (counted as fallback).
+- all:       every candidate in the pool (the "3x data" arm).
+- original:  the dataset's own responses of `select.original_sources` (Tulu-3: the SFT mixture, the paper's
+             "SFT-only" arm).
+(`arms.py`.) Ties are broken by candidate_id, so the same scores always give the same selection. Candidates
+the target could not score (skipped by the overlong policy) are not eligible for grape/reverse. A selection
+that ends with no example is an error naming the files it came from.
+
+Streams: the pool is indexed (ids, sources and byte offsets, not texts), the arm chooses on that index, and the
+chosen rows are read back by offset while the selection is written, so a million-pair pool fits in memory. Both
+halves run in one process per core the job has (`partition.py` splits the instructions, `grape.parallel` the
+writing); the selection is the same file for any number of them.
+Each example is written in the forms SFT tools read as they are (`example`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Mapping
+
+import orjson
+
+from grape.config import SCORED_ARMS
+from grape.io import DataError, atomic_path, fast_dumps
+from grape.parallel import concat, starmap, workers
+from grape.select import index
+from grape.select.arms import ARMS, Choice, choose, choose_ids
+from grape.template import Template
+
+__all__ = ["ARMS", "Choice", "choose", "example", "run"]
+
+_PICKED: list[tuple] = []  # (iid, cid, byte offset, score), set before the writers fork and cleared after
+
+
+def _slices(n: int, k: int) -> list[tuple[int, int]]:
+    cuts = [n * i // k for i in range(k + 1)]
+    return list(zip(cuts, cuts[1:]))
+
+
+def _write_part(pool_path: str, lo: int, hi: int, template_cfg: Mapping, out: str) -> Counter:
+    """Examples `_PICKED[lo:hi]` to `out`, read back from the pool by byte offset; returns them by source."""
+    template, by_source = Template.from_config(template_cfg), Counter()
+    with open(pool_path, "rb") as fh, open(out, "wb", buffering=1 << 20) as dst:
+        for _, _, at, score in _PICKED[lo:hi]:
+            fh.seek(at)
+            row = orjson.loads(fh.readline())
+            by_source[row["source"]] += 1
+            dst.write(fast_dumps(example(template, row, score)) + b"\n")
+    return by_source
+
+
+def example(template: Template, c: Mapping, score: float | None) -> dict:
+    """One training example in every form SFT tools read as they are: TRL prompt/completion, chat `messages`
+    (the conversation for multi-turn instructions), alpaca-style instruction/response, and the scored text."""
+    prompt, completion = template.render_prompt(c["instruction"]), template.render_response(c["response"])
+    context = c.get("context") or [{"role": "user", "content": c["instruction"]}]
+    row = {
+        "prompt": prompt,
+        "completion": completion,
+        "instruction_id": c["instruction_id"],
+        "candidate_id": c["candidate_id"],
+        "source": c["source"],
+        "instruction": c["instruction"],
+        "response": c["response"],
+        "mean_logprob": score,
+        "messages": [*context, {"role": "assistant", "content": c["response"]}],
+        "text": prompt + completion,
+    }
+    if c.get("task") is not None:
+        row["task"] = c["task"]
+    return row
+
+
+_GROUPS: dict[str, list[dict]] = {}  # the index and scores, set before the choosers fork
+_SCORES: dict[str, float] = {}
+_IIDS: list[str] = []
+
+
+def _choose_part(lo: int, hi: int, arm: str, k, seed: int, strongest, originals) -> tuple[list[tuple], dict]:
+    picked, counts = choose_ids(arm, _IIDS[lo:hi], _GROUPS, _SCORES, k, seed, strongest, originals)
+    return [(iid, c["candidate_id"], c["at"], _SCORES.get(c["candidate_id"])) for iid, c in picked], counts
+
+
+def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> dict:
+    sel, arm = params["select"], params["arm"]
+    Template.from_config(params["template"])  # a bad template stops the job before the pool is read
+    if arm in SCORED_ARMS and not scores_path:
+        raise ValueError(f"arm {arm!r} needs the target's scores (--scores)")
+    n_workers = workers(params.get("threads"))
+    originals = tuple(sel.get("original_sources") or ("original",))
+    settings = (arm, sel["k"], params["seed"], sel["strongest_source"], originals)
+    try:
+        groups, n_pool = index.pool_index(pool_path)
+        _GROUPS.update(groups)
+        _SCORES.update(index.scores(scores_path) if scores_path else {})
+        _IIDS.extend(sorted(groups))
+        del groups
+        k = n_workers if len(_IIDS) >= 20_000 else 1  # a small pool is not worth a fork
+        counts: Counter = Counter()
+        for part, c in starmap(_choose_part, [(a, b, *settings) for a, b in _slices(len(_IIDS), k)]):
+            _PICKED.extend(part)
+            counts.update(c)
+        counts = dict(counts)
+        n_instructions, n_scores = len(_IIDS), len(_SCORES)
+        for state in (_GROUPS, _SCORES, _IIDS):
+            state.clear()
+        if not _PICKED:
+            source = f" with the scores in {scores_path} ({n_scores} rows)" if scores_path else ""
+            raise DataError(
+                pool_path,
+                None,
+                None,
+                f"arm {arm!r} selected 0 examples from {n_pool} candidates{source}; counts: {counts or 'none'}",
+            )
+        by_source: Counter = Counter()
+        with atomic_path(out) as tmp:
+            k = n_workers if len(_PICKED) >= 20_000 else 1  # a small selection is not worth a fork
+            calls = [
+                (pool_path, a, b, params["template"], f"{tmp}.{i}") for i, (a, b) in enumerate(_slices(len(_PICKED), k))
+            ]
+            for part in starmap(_write_part, calls):
+                by_source.update(part)
+            concat([call[-1] for call in calls], tmp)
+        n = len(_PICKED)
+    finally:
+        for state in (_PICKED, _GROUPS, _SCORES, _IIDS):
+            state.clear()
+    return {"examples": n, "instructions": n_instructions, "by_source": dict(by_source), **counts, "workers": n_workers}
