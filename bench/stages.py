@@ -85,7 +85,17 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 
 
 def grape(stage: str, params: dict, *args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "grape"), stage, "--params", json.dumps(params), *args]
+    """The stage as the workflow runs it, with every core of this machine (`--threads`, as a rule's `threads:`)."""
+    cores = str(len(os.sched_getaffinity(0)))
+    return [
+        str(Path(sys.executable).parent / "grape"),
+        stage,
+        "--params",
+        json.dumps(params),
+        "--threads",
+        cores,
+        *args,
+    ]
 
 
 def run_stages(d: Path, n_candidates: int) -> list[tuple[str, float, float, str]]:
@@ -110,7 +120,7 @@ def run_stages(d: Path, n_candidates: int) -> list[tuple[str, float, float, str]
         wall, rss = timed(grape("select", params, "--pool", pool, *scores, "--output", str(out)))
         with open(out, "rb") as fh:
             n = sum(1 for _ in fh)
-        rows.append((f"select {arm}", wall, rss, f"{n:,} examples written (messages, prompt/completion, text)"))
+        rows.append((f"select {arm}", wall, rss, f"{n:,} examples written (prompt/completion and messages)"))
     return rows
 
 
@@ -152,9 +162,9 @@ def same_selection_as_baseline(d: Path, commit: str, pairs: int = 10_000) -> lis
         sc = str(sample_scores) if arm in ("grape", "reverse") else None
         old.run({**params, "select": {"k": 1, "strongest_source": "model1"}}, str(sample), sc, str(d / "old.jsonl"))
         select.run(params, str(sample), sc, str(d / "new.jsonl"))
-        fields = ("candidate_id", "prompt", "completion", "instruction", "response", "source", "mean_logprob")
-        a = [tuple(r[f] for f in fields) for r in read_jsonl(d / "old.jsonl")]
-        b = [tuple(r[f] for f in fields) for r in read_jsonl(d / "new.jsonl")]
+        fields = ("candidate_id", "prompt", "completion", "source", "mean_logprob")
+        a = [(*(r[f] for f in fields), r["instruction"], r["response"]) for r in read_jsonl(d / "old.jsonl")]
+        b = [(*(r[f] for f in fields), *(m["content"] for m in r["messages"])) for r in read_jsonl(d / "new.jsonl")]
         lines.append(f"{arm:9} {len(b):>6,} examples  {'identical' if a == b else 'DIFFERENT'} to {commit[:8]}")
         if a != b:
             raise SystemExit("\n".join(lines))

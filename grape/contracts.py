@@ -81,18 +81,17 @@ SKIPPED = {
     "reason": Field(STR, True, True, "prompt_over_context | over_context | empty_response"),
 }
 
-# selections/<target>/<arm>.jsonl: one arm's training set for one target (TRL's prompt-completion form).
+# selections/<target>/<arm>.jsonl: one arm's training set for one target, in the two forms SFT tools read as they
+# are: prompt/completion (the exact `Question:/Answer:` text that was scored, split where the loss starts) and chat
+# `messages`. Each text appears twice, not four times: a million-example selection stays a few GB.
 SELECTION = {
     "prompt": Field(STR, True, True, "the template's prompt part, `Question: {instruction}\\nAnswer:`"),
     "completion": Field(STR, True, True, "the template's response part, ` {response}`"),
     "instruction_id": Field(STR, True, True, "for analysis"),
     "candidate_id": Field(STR, True, True, "for analysis"),
     "source": Field(STR, True, True, "for analysis"),
-    "instruction": Field(STR, True, True, "alpaca-style column"),
-    "response": Field(STR, True, True, "alpaca-style column (`output`)"),
     "mean_logprob": Field((int, float, type(None)), True, False, "the target's score (null for unscored arms)"),
     "messages": Field((list,), True, False, "chat form `[{role, content}]` (TRL, open-instruct, LLaMA-Factory)"),
-    "text": Field(STR, True, True, "prompt + completion: the exact `Question:/Answer:` text that was scored"),
     "task": TRAIN["task"],
 }
 

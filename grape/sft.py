@@ -29,7 +29,7 @@ def build_dataset(tokenizer, template: Template, rows: list[dict], max_length: i
 
     ids, masks, truncated = [], [], 0
     for row in rows:
-        p, r = template.tokenize(tokenizer, row["instruction"], row["response"], add_eos=True)
+        p, r = template.tokenize_rendered(tokenizer, row["prompt"], row["completion"], add_eos=True)
         seq, mask = p + r, [0] * len(p) + [1] * len(r)
         if len(seq) > max_length:
             truncated += 1

@@ -45,8 +45,17 @@ class Template:
         self, tokenizer, instruction: str, response: str, add_eos: bool = False
     ) -> tuple[list[int], list[int]]:
         """Return (prompt_ids, response_ids). The prompt gets the tokenizer's usual special tokens (BOS)."""
-        prompt_ids = list(tokenizer(self.render_prompt(instruction), add_special_tokens=True)["input_ids"])
-        response_ids = list(tokenizer(self.render_response(response), add_special_tokens=False)["input_ids"])
+        return self.tokenize_rendered(
+            tokenizer, self.render_prompt(instruction), self.render_response(response), add_eos
+        )
+
+    @staticmethod
+    def tokenize_rendered(
+        tokenizer, prompt: str, completion: str, add_eos: bool = False
+    ) -> tuple[list[int], list[int]]:
+        """`tokenize` for text already rendered (a selection's `prompt` and `completion`): the same split."""
+        prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        response_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
         if add_eos and tokenizer.eos_token_id is not None:
             response_ids.append(tokenizer.eos_token_id)
         return prompt_ids, response_ids

@@ -13,8 +13,9 @@ Every dropped candidate is counted per source and reason; nothing leaves silentl
 error (the sample stage wrote nothing); a source whose every candidate was dropped shows as `kept: 0`.
 
 Streams: the train file and each candidates file are read once, row by row, and the pool is written as it goes;
-memory holds one small record per instruction (answer, rule) and the candidate ids, not the texts. Each file is
-cut into one byte range per core the job has (`grape.parallel`); the pool is the same for any number of them.
+memory holds one small record per instruction (answer, rule) and the candidate ids, not the texts. Files are
+parsed in C++ (`grape.columns`); a file that reader cannot take cleanly is read again row by row by the Python
+reader, which writes the same pool or stops at the bad line, naming it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Iterator, Mapping, NamedTuple
 
 import orjson
 
-from grape.answers import extract_answer, matches, normalise_reference, rule
+from grape import columns
+from grape.answers import extract_answer, normalise_reference, rule
 from grape.contracts import CANDIDATE, POOL, TRAIN, TRAIN_RESPONSE
-from grape.io import DataError, atomic_path, check_row, fast_dumps, iter_jsonl_located, write_json
-from grape.parallel import Range, absolute_line, concat, guarded, ranges, starmap, workers
+from grape.io import DataError, check_row, fast_dumps, iter_jsonl_located, write_json, write_jsonl
 
 POOL_FIELDS = [f for f in POOL if f not in ("correct", "task", "context", "answer")]  # copied from a candidate row
 NEEDS_ANSWER = "verify.drop_incorrect compares each candidate's final answer with it"
@@ -36,69 +37,84 @@ COLUMNS = ("generated", "correct", "dropped_empty", "dropped_no_answer", "droppe
 
 
 class Reference(NamedTuple):
-    """What verify keeps of one instruction: its answer (and that answer normalised once), answer rule, task and
-    context. A tuple, so the workers that read the train file hand it back to the parent cheaply."""
+    """What verify keeps of one instruction: the fields its pool rows carry (answer, task, context), its answer rule,
+    and the answer normalised once for that rule. A tuple: ~350K of them at paper scale."""
 
-    answer: str | None
+    extra: dict
     check: str | None
-    task: str | None
-    context: list | None
     expected: str | None
+    verifiable: bool
 
     @classmethod
     def of(cls, row: Mapping, keep_context: bool) -> "Reference":
         answer = None if row.get("answer") is None else str(row["answer"])
         check = row.get("check")
+        extra = {"answer": answer, "task": row.get("task"), "context": row.get("context") if keep_context else None}
         expected = None if answer is None else normalise_reference(answer, check)
-        return cls(answer, check, row.get("task"), row.get("context") if keep_context else None, expected)
+        verifiable = answer is not None and rule(check) is not None
+        return cls({k: v for k, v in extra.items() if v is not None}, check, expected, verifiable)
 
-    def extra(self) -> dict:
-        out = {"answer": self.answer, "task": self.task, "context": self.context}
-        return {k: v for k, v in out.items() if v is not None}
-
-    def verifiable(self) -> bool:
-        return self.answer is not None and rule(self.check) is not None
-
-    def correct(self, response: str) -> bool | None:
-        """Whether `response` has the reference answer; None when there is nothing to compare."""
-        return matches(response, self.expected, self.check) if self.verifiable() else None
+    def judge(self, response: str) -> tuple[bool | None, str | None]:
+        """(whether `response` has the reference answer, None when nothing can be compared; its final answer)."""
+        if not self.verifiable:
+            return None, None
+        got = extract_answer(response, self.check)
+        return got is not None and got == self.expected, got
 
 
-_REFS: dict[str, Reference] = {}  # instruction id -> Reference, set before the candidate workers fork
+TRAIN_NAMES = ["id", "instruction", "responses", "answer", "check", "task", "context"]
+CANDIDATE_NAMES = ["candidate_id", "instruction_id", "instruction", "response", "source", "sample_index"]
 
 
-def _write_part(rows: Iterator[dict], out: str) -> int:
-    n = 0
-    with open(out, "wb", buffering=1 << 20) as fh:
-        for row in rows:
-            fh.write(fast_dumps(row) + b"\n")
-            n += 1
-    return n
+def _arrow_types() -> dict:
+    import pyarrow as pa
+
+    def items(*names):
+        return pa.list_(pa.struct([(n, pa.string()) for n in names]))
+
+    return {"responses": items("response", "source"), "context": items("role", "content"), "answer": pa.string()}
 
 
-def _train_part(part: Range, out: str, drop: bool, unverifiable: str, keep_ctx: bool):
-    """One byte range of the train file: its originals' pool rows to `out`; (refs with lines, counts, rows)."""
-    refs: dict[str, tuple[Reference, int]] = {}
-    counts: dict[str, Counter] = {}
+def _read(path: str, spec, names: list[str], fast: bool) -> Iterator[tuple[int | None, dict]]:
+    """(line or None, row): the columns path when `fast` (`grape.columns`), else the Python reader with lines."""
+    if fast:
+        for row in columns.rows(path, spec, names, _arrow_types()):
+            yield None, row
+    else:
+        for lineno, _, _, row in iter_jsonl_located(path, spec, loads=orjson.loads):
+            yield lineno, row
 
-    def rows():
-        for lineno, _, _, row in iter_jsonl_located(part.path, TRAIN, unique="id", loads=orjson.loads, part=part):
-            ref = Reference.of(row, keep_ctx)
-            refs[row["id"]] = (ref, lineno)
-            if drop and unverifiable == "error" and not ref.verifiable():
-                why = "answer rule 'none' cannot compare answers" if ref.answer is not None else "missing"
+
+class _Pool:
+    """One pass over the inputs, writing the pool as it goes; `fast` picks the reader (see `run`)."""
+
+    def __init__(self, params: Mapping, fast: bool):
+        v = params["verify"]
+        self.drop, self.unverifiable, self.fast = v["drop_incorrect"], v.get("unverifiable", "error"), fast
+        self.refs: dict[str, Reference] = {}
+        self.counts: dict[str, Counter] = {}
+
+    def originals(self, train_path: str, keep_ctx: bool) -> Iterator[dict]:
+        """The pool rows of the dataset's own responses, while filling `refs` (instruction id -> Reference)."""
+        refs, counts = self.refs, self.counts
+        for lineno, row in _read(train_path, TRAIN, TRAIN_NAMES, self.fast):
+            if row["id"] in refs:
+                raise DataError(train_path, lineno, "id", f"duplicate id {row['id']!r}")
+            ref = refs[sys.intern(row["id"])] = Reference.of(row, keep_ctx)
+            if self.drop and self.unverifiable == "error" and not ref.verifiable:
+                why = "answer rule 'none' cannot compare answers" if "answer" in ref.extra else "missing"
                 raise DataError(
-                    part.path, lineno, "answer", f"{why} ({NEEDS_ANSWER}; or set verify.unverifiable: keep | drop)"
+                    train_path, lineno, "answer", f"{why} ({NEEDS_ANSWER}; or set verify.unverifiable: keep | drop)"
                 )
-            extra = {**ref.extra(), **({"context": row["context"]} if row.get("context") else {})}
+            extra = {**ref.extra, **({"context": row["context"]} if row.get("context") else {})}
             per_source: Counter = Counter()
             for item in row["responses"]:
-                check_row(part.path, lineno, item, TRAIN_RESPONSE)
+                check_row(train_path, lineno, item, TRAIN_RESPONSE)
                 src = item["source"]
-                c = counts.setdefault(src, Counter())
+                c = counts.get(src) or counts.setdefault(src, Counter())
                 c["generated"] += 1
                 c["kept"] += 1
-                ok = ref.correct(item["response"])
+                ok, _ = ref.judge(item["response"])
                 c["correct"] += bool(ok)
                 yield {
                     "candidate_id": f"{row['id']}:{src}:{per_source[src]}",
@@ -111,105 +127,68 @@ def _train_part(part: Range, out: str, drop: bool, unverifiable: str, keep_ctx: 
                     "correct": ok,
                 }
                 per_source[src] += 1
+        if not refs:
+            raise DataError(train_path, None, None, "no rows: expected the train instructions")
 
-    n = _write_part(rows(), out)
-    return refs, counts, n
-
-
-def _candidate_part(part: Range, out: str, drop: bool, unverifiable: str):
-    """One byte range of a candidates file: its kept rows to `out`; (counts, candidate ids with lines, rows read)."""
-    counts: dict[str, Counter] = {}
-    ids: list[tuple[str, int]] = []
-
-    def rows():
-        for lineno, _, _, cand in iter_jsonl_located(part.path, CANDIDATE, loads=orjson.loads, part=part):
-            ids.append((cand["candidate_id"], lineno))
-            c = counts.setdefault(cand["source"], Counter())
+    def candidates(self, path: str, seen: set) -> Iterator[dict]:
+        drop, n = self.drop, 0
+        for lineno, cand in _read(path, CANDIDATE, CANDIDATE_NAMES, self.fast):
+            n += 1
+            cid = cand["candidate_id"]
+            if cid in seen:
+                raise DataError(path, lineno, "candidate_id", f"duplicate candidate_id {cid!r} (across files)")
+            seen.add(cid)
+            c = self.counts.get(cand["source"]) or self.counts.setdefault(cand["source"], Counter())
             c["generated"] += 1
-            ref = _REFS.get(cand["instruction_id"])
+            ref = self.refs.get(cand["instruction_id"])
             if ref is None:
                 raise DataError(
-                    part.path,
+                    path,
                     lineno,
                     "instruction_id",
-                    f"candidate {cand['candidate_id']} names unknown instruction {cand['instruction_id']!r}",
+                    f"candidate {cid} names unknown instruction {cand['instruction_id']!r}",
                 )
             if not cand["response"].strip():
                 c["dropped_empty"] += 1
                 continue
-            ok = ref.correct(cand["response"])
+            ok, got = ref.judge(cand["response"])
             c["correct"] += bool(ok)
             if drop and ok is None:
-                if unverifiable == "drop":
+                if self.unverifiable == "drop":
                     c["dropped_unverifiable"] += 1
                     continue
                 c["unverified_kept"] += 1
             elif drop and not ok:
-                c["dropped_no_answer" if extract_answer(cand["response"], ref.check) is None else "dropped_wrong"] += 1
+                c["dropped_no_answer" if got is None else "dropped_wrong"] += 1
                 continue
             c["kept"] += 1
-            yield {**{k: cand[k] for k in POOL_FIELDS}, **ref.extra(), "correct": ok}
+            yield {**{k: cand[k] for k in POOL_FIELDS}, **ref.extra, "correct": ok}
+        if not n:
+            raise DataError(
+                path, None, None, "no rows: expected the sample stage's candidates (one row per instruction x sample)"
+            )
 
-    _write_part(rows(), out)
-    return counts, ids
 
+def _write(params: Mapping, train_path: str, candidate_paths: list[str], out: str, fast: bool) -> dict[str, Counter]:
+    pool, seen = _Pool(params, fast), set()
 
-def _merge(total: dict[str, Counter], counts: dict[str, Counter]) -> None:
-    for src, c in counts.items():
-        total.setdefault(src, Counter()).update(c)
+    def rows():
+        yield from pool.originals(train_path, keep_ctx=bool(candidate_paths))
+        for path in candidate_paths:
+            yield from pool.candidates(path, seen)
+
+    write_jsonl(out, rows(), encode=fast_dumps)
+    return pool.counts
 
 
 def run(params: Mapping, train_path: str, candidate_paths: list[str], out: str, counts_out: str) -> dict:
-    v = params["verify"]
-    drop, unverifiable = v["drop_incorrect"], v.get("unverifiable", "error")
-    n_workers = workers(params.get("threads"))
-    counts: dict[str, Counter] = {}
-    _REFS.clear()
-    with atomic_path(out) as tmp:
-        parts = []
-        ranges_ = ranges(train_path, n_workers)
-        calls = [
-            (_train_part, r, f"{tmp}.train{i}", drop, unverifiable, bool(candidate_paths))
-            for i, r in enumerate(ranges_)
-        ]
-        for (refs, c, _), call in zip(starmap(guarded, calls), calls):
-            for iid, (ref, lineno) in refs.items():
-                if iid in _REFS:
-                    raise DataError(train_path, absolute_line(call[1], lineno), "id", f"duplicate id {iid!r}")
-                _REFS[sys.intern(iid)] = ref
-            _merge(counts, c)
-        parts += [call[2] for call in calls]
-        if not _REFS:
-            raise DataError(train_path, None, None, "no rows: expected the train instructions")
-        seen: set[str] = set()
-        for k, path in enumerate(candidate_paths):
-            calls = [
-                (_candidate_part, r, f"{tmp}.cand{k}.{i}", drop, unverifiable)
-                for i, r in enumerate(ranges(path, n_workers))
-            ]
-            n = 0
-            for (c, ids), call in zip(starmap(guarded, calls), calls):
-                _merge(counts, c)
-                for cid, lineno in ids:
-                    if cid in seen:
-                        line = absolute_line(call[1], lineno)
-                        raise DataError(path, line, "candidate_id", f"duplicate candidate_id {cid!r} (across files)")
-                    seen.add(cid)
-                n += len(ids)
-            if not n:
-                raise DataError(
-                    path,
-                    None,
-                    None,
-                    "no rows: expected the sample stage's candidates (one row per instruction x sample)",
-                )
-            parts += [call[2] for call in calls]
-        concat(parts, tmp)
-    _REFS.clear()
-    n = sum(c["kept"] for c in counts.values())
+    try:
+        counts, reader = _write(params, train_path, candidate_paths, out, fast=True), "columns"
+    except (columns.Unreadable, DataError):  # read again row by row: the same pool, or the error with its line
+        counts, reader = _write(params, train_path, candidate_paths, out, fast=False), "rows"
     table = [
         {"source": src, **{k: c[k] for k in COLUMNS}, "unverified_kept": c["unverified_kept"], "kept": c["kept"]}
         for src, c in counts.items()
     ]
     write_json(counts_out, table)
-    return {"pool": n, "by_source": table, "workers": n_workers}
+    return {"pool": sum(c["kept"] for c in counts.values()), "by_source": table, "reader": reader}

@@ -62,8 +62,9 @@ def _write_part(pool_path: str, lo: int, hi: int, template_cfg: Mapping, out: st
 
 
 def example(template: Template, c: Mapping, score: float | None) -> dict:
-    """One training example in every form SFT tools read as they are: TRL prompt/completion, chat `messages`
-    (the conversation for multi-turn instructions), alpaca-style instruction/response, and the scored text."""
+    """One training example in the forms SFT tools read as they are: prompt/completion (TRL's prompt-completion
+    form: the scored `Question:/Answer:` text, split where the loss starts) and chat `messages` (TRL conversational,
+    open-instruct, LLaMA-Factory; the whole conversation for a multi-turn instruction)."""
     prompt, completion = template.render_prompt(c["instruction"]), template.render_response(c["response"])
     context = c.get("context") or [{"role": "user", "content": c["instruction"]}]
     row = {
@@ -72,11 +73,8 @@ def example(template: Template, c: Mapping, score: float | None) -> dict:
         "instruction_id": c["instruction_id"],
         "candidate_id": c["candidate_id"],
         "source": c["source"],
-        "instruction": c["instruction"],
-        "response": c["response"],
         "mean_logprob": score,
         "messages": [*context, {"role": "assistant", "content": c["response"]}],
-        "text": prompt + completion,
     }
     if c.get("task") is not None:
         row["task"] = c["task"]

@@ -1,0 +1,108 @@
+"""Several processes, one result: verify and select write the same files for 1 and 2 workers, and bad input in a
+later byte range is still reported at the file's own line."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from grape import parallel, select, verify
+from grape.io import DataError
+
+TEMPLATE = {"prompt": "Question: {instruction}\nAnswer:", "response": " {response}", "score_eos": False}
+
+
+@pytest.fixture
+def small_ranges(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_RANGE_BYTES", 1)  # split files of any size
+    monkeypatch.setattr(parallel, "workers", lambda requested: requested or 1)  # 2 even on a 1-core runner
+    monkeypatch.setattr(verify, "workers", lambda requested: requested or 1)
+    monkeypatch.setattr(select, "workers", lambda requested: requested or 1)
+
+
+def _inputs(tmp_path, n=300):
+    rng = random.Random(0)
+    train, cands = tmp_path / "train.jsonl", tmp_path / "a.jsonl"
+    with open(train, "w") as t, open(cands, "w") as c:
+        for i in range(n):
+            answer = rng.randint(1, 50)
+            row = {"id": f"q{i:04d}", "instruction": f"What is {answer} + 0?", "answer": str(answer),
+                   "responses": [{"response": f"The answer is {answer}.", "source": "original"}]}  # fmt: skip
+            t.write(json.dumps(row) + "\n")
+            for k in range(3):
+                said = answer if rng.random() < 0.7 else answer + 1
+                c.write(json.dumps({"candidate_id": f"q{i:04d}:a:{k}", "instruction_id": f"q{i:04d}",
+                                    "instruction": row["instruction"], "response": f"It is {said}.",
+                                    "source": "a", "sample_index": k}) + "\n")  # fmt: skip
+    return train, cands
+
+
+def _verify(tmp_path, train, cands, threads, name):
+    params = {"verify": {"drop_incorrect": True, "unverifiable": "error"}, "sources": ["a"], "threads": threads}
+    verify.run(params, str(train), [str(cands)], str(tmp_path / f"{name}.jsonl"), str(tmp_path / f"{name}.json"))
+    return tmp_path / f"{name}.jsonl"
+
+
+def test_verify_and_select_write_the_same_files_for_any_worker_count(tmp_path, small_ranges):
+    train, cands = _inputs(tmp_path)
+    one, two = _verify(tmp_path, train, cands, 1, "one"), _verify(tmp_path, train, cands, 2, "two")
+    assert (
+        one.read_bytes() == two.read_bytes()
+        and (tmp_path / "one.json").read_text() == (tmp_path / "two.json").read_text()
+    )
+    scores = tmp_path / "scores.jsonl"
+    rng = random.Random(1)
+    scores.write_text("".join(
+        json.dumps({"candidate_id": r["candidate_id"], "instruction_id": r["instruction_id"], "source": r["source"],
+                    "n_tokens": 5, "sum_logprob": -1.0, "mean_logprob": rng.random(), "truncated": False}) + "\n"
+        for r in map(json.loads, one.read_text().splitlines())
+    ))  # fmt: skip
+    for arm in ("grape", "random", "all", "original"):
+        outs = []
+        for threads in (1, 2):
+            params = {"seed": 0, "arm": arm, "target": "t", "threads": threads, "template": TEMPLATE,
+                      "select": {"k": 1, "strongest_source": None, "original_sources": ["original"]}}  # fmt: skip
+            out = tmp_path / f"{arm}{threads}.jsonl"
+            select.run(params, str(one), str(scores) if arm == "grape" else None, str(out))
+            outs.append(out.read_bytes())
+        assert outs[0] == outs[1], arm
+
+
+def test_bad_rows_in_a_later_range_name_the_file_line(tmp_path, small_ranges):
+    train, cands = _inputs(tmp_path, n=60)
+    lines = cands.read_text().splitlines()
+    bad = json.loads(lines[150])
+    bad["sample_index"] = "two"
+    lines[150] = json.dumps(bad)
+    cands.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"a.jsonl:151: field 'sample_index': expected integer"):
+        _verify(tmp_path, train, cands, 2, "bad")
+    lines[150] = lines[10]  # a duplicate id, far from its first copy
+    cands.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"a.jsonl:151: field 'candidate_id': duplicate"):
+        _verify(tmp_path, train, cands, 2, "dup")
+
+
+def test_the_column_reader_hands_bad_pools_to_the_row_reader(tmp_path):
+    rows = [{"candidate_id": f"c{i}", "instruction_id": "q", "instruction": "x", "response": "y", "source": "s",
+             "sample_index": 0, "correct": None} for i in range(5)]  # fmt: skip
+    pool = tmp_path / "pool.jsonl"
+    for mutate, message in (
+        (lambda r: r.update(sample_index=1.5), r"pool.jsonl:4: field 'sample_index'"),
+        (lambda r: r.update(candidate_id="c0"), r"pool.jsonl:4: field 'candidate_id': duplicate"),
+        (lambda r: r.pop("source"), r"pool.jsonl:4: field 'source': missing"),
+        (lambda r: r.update(source=" "), r"pool.jsonl:4: field 'source': empty"),
+    ):
+        bad = [dict(r) for r in rows]
+        mutate(bad[3])
+        pool.write_text("".join(json.dumps(r) + "\n" for r in bad))
+        with pytest.raises(DataError, match=message):
+            select.index.pool_index(str(pool))
+    pool.write_text("\n" + "".join(json.dumps(r) + "\n\n" for r in rows))  # blank lines: offsets still line up
+    groups, n = select.index.pool_index(str(pool))
+    text = pool.read_bytes()
+    assert n == 5 and all(
+        text[c["at"] :].startswith(b'{"candidate_id": "' + c["candidate_id"].encode()) for c in groups["q"]
+    )
