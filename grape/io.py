@@ -124,28 +124,20 @@ def iter_jsonl_located(
     require: Mapping[str, str] = (),
     loads=json.loads,
     keep=None,
-    part=None,
-    pre=None,
 ) -> Iterator[tuple[int, int, bytes, dict]]:
     """(line number, byte offset, raw line, row) for every checked row: the one JSONL loop of the package.
 
     `loads` parses a line (`orjson.loads` where a million rows make `json.loads` the bottleneck; both raise
     json.JSONDecodeError). `keep(row)`: rows it rejects are checked but neither yielded nor held to `unique`
-    (one shard of a pool). `part`: a `grape.parallel.Range` to read only those bytes (`unique` then holds within it).
-    `pre(raw)`: False skips a line unparsed (another worker's rows, told apart from the raw bytes).
+    (one shard of a pool).
     """
     seen: dict[Any, int] = {}
-    offset, first, end = (part.start, part.first_line, part.end) if part else (0, 1, None)
+    offset = 0
     takes_bytes = loads is not json.loads  # orjson parses (and checks the UTF-8 of) bytes: no decoded copy
     with open(path, "rb", buffering=1 << 20) as fh:
-        fh.seek(offset)
-        for lineno, raw in enumerate(fh, start=first):
-            if end is not None and offset >= end:
-                break
+        for lineno, raw in enumerate(fh, start=1):
             start, offset = offset, offset + len(raw)
             if raw[:1] in _BLANK_START and not raw.strip():
-                continue
-            if pre is not None and not pre(raw):
                 continue
             try:
                 row = loads(raw if takes_bytes else raw.decode("utf-8"))

@@ -1,11 +1,10 @@
-"""The model-free stages on every core a job has: one JSONL file cut into byte ranges, one process per range.
+"""Forked worker processes for the model-free stages, on the cores a job was given.
 
-Parsing, checking and re-writing a million 1.5 KB rows costs ~20 us a row in one Python process on our 2-core
-machines (orjson loads + dumps and the row check alone), so verify and select would take longer than the forward
-passes they feed. `ranges` cuts a file at line starts into one range per worker, `starmap` runs `fn` on each range in a
-forked process (read-only state set up before the fork is shared, not copied or pickled), and returns the results
-in file order; `concat` joins per-range part files into one output in that order. The result is the same file a
-single process writes: ranges are contiguous and kept in order, so row order never depends on the worker count.
+Selection on a million-pair pool runs its arm over ~350K instructions and writes ~350K-1M examples; both are plain
+Python per item, so `select` cuts them into one contiguous slice per core and runs each in a forked process
+(`starmap`: the index and scores, set up before the fork, are shared rather than copied or pickled). Results come
+back in slice order and part files are joined in that order (`concat`), so the output is the same file one
+process writes, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -14,60 +13,7 @@ import multiprocessing
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
-
-
-class Range(NamedTuple):
-    """Bytes [start, end) of a file. Line numbers inside a range count from 1 (`first_line`); a worker that stops on
-    bad input turns its line into the file's line (`absolute_line`) before the error leaves it."""
-
-    path: str
-    start: int
-    end: int
-    first_line: int = 1
-
-
-MIN_RANGE_BYTES = 8 << 20  # below this a fork costs more than it saves
-
-
-def ranges(path: str | os.PathLike, n: int) -> list[Range]:
-    """`n` ranges (fewer for a small file) that start at line starts."""
-    size = os.path.getsize(path)
-    n = max(1, min(n, size // MIN_RANGE_BYTES or 1))
-    cuts = [0]
-    with open(path, "rb") as fh:
-        for i in range(1, n):
-            fh.seek(max(size * i // n, cuts[-1]))
-            fh.readline()  # to the next line start
-            cuts.append(min(fh.tell(), size))
-    cuts.append(size)
-    out = [Range(str(path), a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
-    return out or [Range(str(path), 0, 0)]
-
-
-def absolute_line(part: Range, line: int | None) -> int | None:
-    """The file's line number of line `line` of `part` (counts the newlines before the range: the error path only)."""
-    if line is None or part.start == 0:
-        return line
-    before, left = 0, part.start
-    with open(part.path, "rb") as fh:
-        while left > 0:
-            block = fh.read(min(left, 16 << 20))
-            before += block.count(b"\n")
-            left -= len(block)
-    return before + line
-
-
-def guarded(fn: Callable[..., Any], part: Range, *args: Any) -> Any:
-    """fn(part, *args), with a DataError's line made the file's line (use as `starmap(guarded, [(fn, part, ...)])`)."""
-    from grape.io import DataError
-
-    try:
-        return fn(part, *args)
-    except DataError as err:
-        if err.path != part.path or part.start == 0:
-            raise
-        raise DataError(err.path, absolute_line(part, err.line), err.field, err.problem) from None
+from typing import Any, Callable, Sequence
 
 
 def workers(requested: int | None) -> int:
@@ -86,9 +32,21 @@ def starmap(fn: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
 
 
 def concat(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
-    """Append the part files to `out` in order (kernel copy), removing each part."""
-    with open(out, "ab") as dst:
+    """Write the part files one after another to `out` (copied in the kernel where it can), removing each part."""
+    with open(out, "wb") as dst:
         for part in parts:
             with open(part, "rb") as src:
-                shutil.copyfileobj(src, dst, 16 << 20)
+                left = os.fstat(src.fileno()).st_size
+                try:
+                    while left > 0:
+                        n = os.copy_file_range(src.fileno(), dst.fileno(), left)
+                        if n <= 0:
+                            break
+                        left -= n
+                except (AttributeError, OSError):
+                    pass
+                if left > 0:  # no copy_file_range here (or it stopped): the rest through user space
+                    src.seek(os.fstat(src.fileno()).st_size - left)
+                    dst.seek(0, os.SEEK_END)
+                    shutil.copyfileobj(src, dst, 16 << 20)
             Path(part).unlink()

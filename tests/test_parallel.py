@@ -1,5 +1,5 @@
-"""Several processes, one result: verify and select write the same files for 1 and 2 workers, and bad input in a
-later byte range is still reported at the file's own line."""
+"""One result whatever the machinery: select writes the same file for 1 and 2 worker processes; the column
+readers (pyarrow) give the same output as the row reader and hand bad files to it, which names the line."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ import random
 
 import pytest
 
-from grape import parallel, select, verify
+from grape import columns, select, verify
 from grape.io import DataError
 
 TEMPLATE = {"prompt": "Question: {instruction}\nAnswer:", "response": " {response}", "score_eos": False}
 
 
 @pytest.fixture
-def small_ranges(monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_RANGE_BYTES", 1)  # split files of any size
-    monkeypatch.setattr(parallel, "workers", lambda requested: requested or 1)  # 2 even on a 1-core runner
-    monkeypatch.setattr(verify, "workers", lambda requested: requested or 1)
-    monkeypatch.setattr(select, "workers", lambda requested: requested or 1)
+def two_workers(monkeypatch):
+    monkeypatch.setattr(select, "workers", lambda requested: requested or 1)  # 2 even on a 1-core runner
+    monkeypatch.setattr(select, "MIN_PARALLEL", 1)  # fork for small inputs too
 
 
 def _inputs(tmp_path, n=300):
@@ -39,15 +37,22 @@ def _inputs(tmp_path, n=300):
     return train, cands
 
 
-def _verify(tmp_path, train, cands, threads, name):
-    params = {"verify": {"drop_incorrect": True, "unverifiable": "error"}, "sources": ["a"], "threads": threads}
-    verify.run(params, str(train), [str(cands)], str(tmp_path / f"{name}.jsonl"), str(tmp_path / f"{name}.json"))
-    return tmp_path / f"{name}.jsonl"
+def _verify(tmp_path, train, cands, name):
+    params = {"verify": {"drop_incorrect": True, "unverifiable": "error"}, "sources": ["a"]}
+    meta = verify.run(params, str(train), [str(cands)], str(tmp_path / f"{name}.jsonl"), str(tmp_path / f"{name}.json"))
+    return tmp_path / f"{name}.jsonl", meta["reader"]
 
 
-def test_verify_and_select_write_the_same_files_for_any_worker_count(tmp_path, small_ranges):
+def test_verify_readers_and_select_workers_write_the_same_files(tmp_path, monkeypatch, two_workers):
     train, cands = _inputs(tmp_path)
-    one, two = _verify(tmp_path, train, cands, 1, "one"), _verify(tmp_path, train, cands, 2, "two")
+    (one, reader_one) = _verify(tmp_path, train, cands, "one")
+
+    def unreadable(*args, **kwargs):
+        raise columns.Unreadable("forced")
+
+    monkeypatch.setattr(columns, "rows", unreadable)  # the Python row reader must write the same pool
+    (two, reader_two) = _verify(tmp_path, train, cands, "two")
+    assert (reader_one, reader_two) == ("columns", "rows")
     assert (
         one.read_bytes() == two.read_bytes()
         and (tmp_path / "one.json").read_text() == (tmp_path / "two.json").read_text()
@@ -70,7 +75,7 @@ def test_verify_and_select_write_the_same_files_for_any_worker_count(tmp_path, s
         assert outs[0] == outs[1], arm
 
 
-def test_bad_rows_in_a_later_range_name_the_file_line(tmp_path, small_ranges):
+def test_bad_rows_are_named_by_file_and_line(tmp_path):
     train, cands = _inputs(tmp_path, n=60)
     lines = cands.read_text().splitlines()
     bad = json.loads(lines[150])
@@ -78,11 +83,11 @@ def test_bad_rows_in_a_later_range_name_the_file_line(tmp_path, small_ranges):
     lines[150] = json.dumps(bad)
     cands.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"a.jsonl:151: field 'sample_index': expected integer"):
-        _verify(tmp_path, train, cands, 2, "bad")
+        _verify(tmp_path, train, cands, "bad")
     lines[150] = lines[10]  # a duplicate id, far from its first copy
     cands.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"a.jsonl:151: field 'candidate_id': duplicate"):
-        _verify(tmp_path, train, cands, 2, "dup")
+        _verify(tmp_path, train, cands, "dup")
 
 
 def test_the_column_reader_hands_bad_pools_to_the_row_reader(tmp_path):

@@ -20,8 +20,8 @@ that ends with no example is an error naming the files it came from.
 
 Streams: the pool is indexed (ids, sources and byte offsets, not texts), the arm chooses on that index, and the
 chosen rows are read back by offset while the selection is written, so a million-pair pool fits in memory. Both
-halves run in one process per core the job has (`partition.py` splits the instructions, `grape.parallel` the
-writing); the selection is the same file for any number of them.
+halves run in one process per core the job has (contiguous slices of the sorted instruction ids, then of the
+picked examples, through `grape.parallel`); the selection is the same file for any number of them.
 Each example is written in the forms SFT tools read as they are (`example`).
 """
 
@@ -41,6 +41,7 @@ from grape.template import Template
 
 __all__ = ["ARMS", "Choice", "choose", "example", "run"]
 
+MIN_PARALLEL = 20_000  # instructions or examples below which a fork costs more than it saves
 _PICKED: list[tuple] = []  # (iid, cid, byte offset, score), set before the writers fork and cleared after
 
 
@@ -105,7 +106,7 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
         _SCORES.update(index.scores(scores_path) if scores_path else {})
         _IIDS.extend(sorted(groups))
         del groups
-        k = n_workers if len(_IIDS) >= 20_000 else 1  # a small pool is not worth a fork
+        k = n_workers if len(_IIDS) >= MIN_PARALLEL else 1  # a small pool is not worth a fork
         counts: Counter = Counter()
         for part, c in starmap(_choose_part, [(a, b, *settings) for a, b in _slices(len(_IIDS), k)]):
             _PICKED.extend(part)
@@ -124,7 +125,7 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
             )
         by_source: Counter = Counter()
         with atomic_path(out) as tmp:
-            k = n_workers if len(_PICKED) >= 20_000 else 1  # a small selection is not worth a fork
+            k = n_workers if len(_PICKED) >= MIN_PARALLEL else 1  # a small selection is not worth a fork
             calls = [
                 (pool_path, a, b, params["template"], f"{tmp}.{i}") for i, (a, b) in enumerate(_slices(len(_PICKED), k))
             ]
