@@ -190,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         how = sp.add_mutually_exclusive_group(required=True)
         how.add_argument("--params", help="the stage's config slice as JSON (what the workflow passes)")
         how.add_argument("--config", help="a composed config YAML (grape compose -o FILE)")
-        sp.add_argument("--threads", type=int, default=None, help="torch threads (default: config threads)")
+        sp.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="torch threads, or worker processes of the model-free stages (default: config threads)",
+        )
         for flag in NAMES.get(stage_key or name, {}):
             sp.add_argument(f"--{flag}", default=None, help=f"the {flag} (needed with --config)")
         for flag, kw in ios:

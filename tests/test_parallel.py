@@ -111,3 +111,47 @@ def test_the_column_reader_hands_bad_pools_to_the_row_reader(tmp_path):
     assert n == 5 and all(
         text[c["at"] :].startswith(b'{"candidate_id": "' + c["candidate_id"].encode()) for c in groups["q"]
     )
+
+
+def _pairs_file(path, n=400):
+    """One pair per row, for the generic importer: repeats, blank responses (dropped and listed), two sources."""
+    rng = random.Random(2)
+    with open(path, "w") as fh:
+        for i in range(n):
+            q = f"Question number {rng.randint(0, n // 3)}?"
+            response = "" if i % 37 == 5 else f"Answer {rng.randint(0, 3)}."
+            fh.write(json.dumps({"q": q, "a": response, "m": f"model{i % 2}"}) + "\n")
+            if i % 50 == 0:
+                fh.write("\n")  # blank lines are skipped, line numbers still count them
+
+
+def test_import_writes_the_same_files_for_one_and_two_processes(tmp_path, monkeypatch):
+    from grape import data, parallel
+    from grape.data import source
+
+    pairs = tmp_path / "pairs.jsonl"
+    _pairs_file(pairs)
+    monkeypatch.setattr(source, "MIN_PART_BYTES", 1)  # split a small file too
+    monkeypatch.setattr(data, "workers", lambda requested: requested or 1)  # 2 even on a 1-core runner
+    monkeypatch.setattr(parallel, "workers", lambda requested: requested or 1)
+    params = {"seed": 0, "data": {"kind": "generic", "path": str(pairs), "min_responses": 1,
+                                  "fields": {"instruction": "q", "response": "a", "source": "m"}}}  # fmt: skip
+    outs = []
+    for threads in (1, 2):
+        d = tmp_path / f"t{threads}"
+        counts = data.run({**params, "threads": threads}, str(d / "train.jsonl"), str(d / "test.jsonl"),
+                          str(d / "dropped.jsonl"))  # fmt: skip
+        outs.append(((d / "train.jsonl").read_bytes(), (d / "dropped.jsonl").read_bytes(),
+                     {k: v for k, v in counts.items() if k != "workers"}))  # fmt: skip
+        assert counts["workers"] == threads
+    assert outs[0] == outs[1]
+    dropped = [json.loads(x) for x in outs[0][1].splitlines()]
+    lines = pairs.read_text().splitlines()
+    assert dropped and all(json.loads(lines[int(r["where"].rsplit(":", 1)[1]) - 1])["a"] == "" for r in dropped)
+    assert outs[0][2]["rows_read"] == 400 and outs[0][2]["dropped_empty_response"] == len(dropped)
+    assert not list(tmp_path.rglob(".grape-group-*"))  # partition files removed
+    lines[301] = '{"q": "x", "a": 3}'  # a wrong type in the second byte range: the file's own line is named
+    pairs.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"pairs.jsonl:302: field 'a'"):
+        data.run({**params, "threads": 2}, str(tmp_path / "x.jsonl"), str(tmp_path / "y.jsonl"))
+    assert not list(tmp_path.rglob(".grape-group-*")) and not (tmp_path / "x.jsonl").exists()

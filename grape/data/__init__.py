@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Mapping
 
 from grape.contracts import TEST, TRAIN, TRAIN_RESPONSE
+from grape.data.grouping import Grouped, build_parts
 from grape.data.tally import Tally
-from grape.io import check_row, fast_dumps, read_jsonl, write_jsonl
+from grape.io import atomic_path, check_row, fast_dumps, read_jsonl, write_jsonl
+from grape.parallel import concat, workers
 
 # data.kind -> module with load(data_cfg, seed, tally, workdir) -> (train rows, test rows)
 IMPORTERS = {
@@ -45,13 +47,39 @@ def _checked(rows, tally: Tally, out: str):
         yield row
 
 
+def _write_grouped(grouped: Grouped, out: str, n_workers: int) -> int:
+    """A grouped pool's train file, both phases on `n_workers` processes (`grape.data.grouping`): the same file,
+    counts and dropped list for any number of them."""
+    grouper = grouped.fill(n_workers)
+    try:
+        with atomic_path(out) as tmp:
+
+            def write_part(rows, tally, j: int) -> int:  # in worker j: its runs of partitions to part file j
+                n = 0
+                with open(f"{tmp}.{j}", "wb", buffering=1 << 20) as fh:
+                    for row in _checked(rows, tally, out):
+                        fh.write(fast_dumps(row) + b"\n")
+                        n += 1
+                return n
+
+            counts = build_parts(grouped, grouper, n_workers, write_part)
+            concat([f"{tmp}.{j}" for j in range(len(counts))], tmp)
+    finally:
+        grouper.close()
+    return sum(counts)
+
+
 def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None = None) -> dict:
     d = params["data"]
     tally = Tally()
     train, test = importer(d["kind"]).load(d, params["seed"], tally, Path(train_out).parent)
     if d.get("test_path") and d["kind"] != "jsonl":
         test = read_jsonl(d["test_path"], TEST, unique="id", non_empty="test rows {id, instruction, answer}")
-    n = write_jsonl(train_out, _checked(train, tally, train_out), encode=fast_dumps)
+    n_workers = workers(params.get("threads"))
+    if isinstance(train, Grouped):
+        n = _write_grouped(train, train_out, n_workers)
+    else:
+        n = write_jsonl(train_out, _checked(train, tally, train_out), encode=fast_dumps)
     if not n:
         raise ValueError(f"data.kind {d['kind']!r} produced no train rows; counts: {dict(tally.counts)}")
     write_jsonl(test_out, test)
@@ -62,4 +90,5 @@ def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None 
         "test": len(test),
         **dict(sorted(tally.counts.items())),
         **({"info": tally.info} if tally.info else {}),
+        "workers": n_workers,
     }

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from tqdm import tqdm
-
 from grape.data.conversations import context_key, flatten, normalise, signature, split_conversation
-from grape.data.grouping import Grouper, distinct, key_hash
+from grape.data.grouping import Grouped, distinct, key_hash
 from grape.data.source import Dataset
 
 FIELDS = ("instruction", "response", "messages", "id", "source", "answer", "task", "check")
@@ -41,12 +39,11 @@ def _pair(ds: Dataset, f: Mapping, where: str, row: Mapping, tally) -> tuple[lis
     else:
         ds.need(where, row, {f["instruction"]: str, f["response"]: str})
         context, instruction, response = None, row[f["instruction"]], row[f["response"]]
-    rid = row.get(f["id"]) if f.get("id") else None
-    if not instruction.strip():
-        tally.drop(where, "empty_instruction", rid)
+    if not instruction or instruction.isspace():
+        tally.drop(where, "empty_instruction", row.get(f["id"]) if f.get("id") else None)
         return None
-    if not response.strip():
-        tally.drop(where, "empty_response", rid)
+    if not response or response.isspace():
+        tally.drop(where, "empty_response", row.get(f["id"]) if f.get("id") else None)
         return None
     return context, instruction, response
 
@@ -56,38 +53,44 @@ def load(d: Mapping, seed: int, tally, workdir):
     if not f["messages"] and not (f["instruction"] and f["response"]):
         raise ValueError("data.fields: name `messages`, or both `instruction` and `response`")
     ds = Dataset(d["path"], d.get("split") or "train", d.get("revision"))
-    return _rows(ds, f, d, tally, workdir), []
 
+    def read(ds: Dataset, rows, add, tally) -> None:
+        _read(ds, f, rows, add, tally)
 
-def _rows(ds: Dataset, f: Mapping, d: Mapping, tally, workdir):
-    grouper = Grouper(workdir)
-    limit = d.get("limit")
-    try:
-        for n, (where, row) in enumerate(tqdm(ds.rows(), desc=f"read {ds.name}", unit=" rows", mininterval=2)):
-            if limit is not None and n >= limit:
-                break
-            tally.add("rows_read")
-            pair = _pair(ds, f, where, row, tally)
-            if pair is None:
-                continue
-            context, instruction, response = pair
-            extra = {k: row.get(f[k]) for k in ("answer", "task", "check") if f[k] and row.get(f[k]) not in (None, "")}
-            source = str(row.get(f["source"]) or "original") if f["source"] else "original"
-            key = str(row[f["id"]]) if f["id"] else (context_key(context) if context else signature(instruction))
-            rec = {"i": instruction, "r": response, "s": source}
-            for name, value in (("c", context), ("x", extra), ("k", f["id"] and key)):
-                if value:
-                    rec[name] = value
-            grouper.add(key, rec)
-    except BaseException:
-        grouper.close()  # a bad row stops the stage: leave no partition files behind
-        raise
-    for digest, recs in grouper.groups():
+    def build(digest: str, recs: list[dict], tally):
         subs = [recs] if f["id"] else _same_instruction(recs)
         for sub in subs:
             row = _instruction(sub, f, d, tally, digest if len(subs) == 1 else key_hash(normalise(sub[0]["i"])))
             if row is not None:
                 yield row
+
+    return Grouped([ds], read, build, tally, workdir, limit=d.get("limit")), []
+
+
+def _read(ds: Dataset, f: Mapping, rows, add, tally) -> None:
+    """One part of the dataset into the grouper: every usable row as a record under its instruction's key."""
+    extras = [(k, f[k]) for k in ("answer", "task", "check") if f[k]]
+    source_field, id_field = f["source"], f["id"]
+    n = 0
+    for where, row in rows:
+        n += 1
+        pair = _pair(ds, f, where, row, tally)
+        if pair is None:
+            continue
+        context, instruction, response = pair
+        source = str(row.get(source_field) or "original") if source_field else "original"
+        rec = {"i": instruction, "r": response, "s": source}
+        extra = {k: row[col] for k, col in extras if row.get(col) not in (None, "")}
+        if extra:
+            rec["x"] = extra
+        if context:
+            rec["c"] = context
+        if id_field:
+            key = rec["k"] = str(row[id_field])
+        else:
+            key = context_key(context) if context else signature(instruction)
+        add(key, rec)
+    tally.add("rows_read", n)
 
 
 def _same_instruction(recs: list[dict]) -> list[list[dict]]:

@@ -8,7 +8,9 @@ Every importer reads through `Dataset`, so a pool is found the same way everywhe
 - anything else is a hub dataset id, read with `datasets.load_dataset(id, split=..., revision=...,
   streaming=True)`; offline (`HF_DATASETS_OFFLINE=1`) that reads the local cache and fails naming the id.
 Rows stream: Parquet in record batches, JSON Lines line by line, so a million-row pool never sits in memory.
-Errors name the dataset, the split and the row (1-based) or file line.
+Errors name the dataset, the split and the row (1-based) or file line. `parts(n)` cuts a local dataset into up to
+n datasets whose rows, read one after another, are its rows in order (runs of its data files, or byte ranges of one
+JSON Lines file, at line starts, with the file's own line numbers), so an importer can read it on n cores.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Iterator, Mapping
 
 from grape.io import DataError
 
+_BLANK_START = (b"", b"\n", b"\r", b" ", b"\t")
 EXTENSIONS = (".parquet", ".jsonl", ".json", ".arrow")
+MIN_PART_BYTES = 32 << 20  # a byte range smaller than this costs more to fork than it saves
 
 
 class Dataset:
@@ -28,6 +32,36 @@ class Dataset:
     def __init__(self, path: str, split: str = "train", revision: str | None = None, name: str | None = None):
         self.path, self.split, self.revision = str(path), split, revision
         self.name = name or Path(self.path).name or self.path
+        self._files: list[Path] | None = None  # a part: these files only
+        self._span: tuple[int, int] | None = None  # a part: bytes [start, end) of its one JSON Lines file
+
+    def _part(self, files: list[Path], span: tuple[int, int] | None = None) -> "Dataset":
+        part = Dataset(self.path, self.split, self.revision, self.name)
+        part._files, part._span = files, span
+        return part
+
+    def parts(self, n: int) -> list["Dataset"]:
+        """Up to `n` parts of a local dataset (see the module docstring); `[self]` when it cannot or need not split."""
+        if n <= 1 or self._files is not None or not os.path.exists(self.path):
+            return [self]
+        files = self.files()
+        if len(files) >= n:
+            cuts = [len(files) * i // n for i in range(n + 1)]
+            return [self._part(files[a:b]) for a, b in zip(cuts, cuts[1:])]
+        size = files[0].stat().st_size
+        if len(files) > 1 or files[0].suffix not in (".jsonl", ".json") or size < 2 * MIN_PART_BYTES:
+            return [self]
+        with open(files[0], "rb") as fh:
+            if fh.read(64).lstrip().startswith(b"["):  # one JSON array: not splittable at line starts
+                return [self]
+            n = min(n, size // MIN_PART_BYTES)
+            cuts = [0]
+            for i in range(1, n):
+                fh.seek(max(size * i // n, cuts[-1]))
+                fh.readline()  # to the next line start
+                cuts.append(min(fh.tell(), size))
+        cuts.append(size)
+        return [self._part(files, (a, b)) for a, b in zip(cuts, cuts[1:]) if b > a] or [self]
 
     def label(self) -> str:
         return f"{self.path} [{self.split}]"
@@ -46,10 +80,13 @@ class Dataset:
 
     def rows(self) -> Iterator[tuple[str, dict]]:
         """(where, row): `where` is `file:line` for JSON Lines, `file row N` otherwise, for error messages."""
+        if self._span is not None:
+            yield from _json_rows(self._files[0], self._span)
+            return
         if not os.path.exists(self.path):
             yield from self._hub_rows()
             return
-        for f in self.files():
+        for f in self._files if self._files is not None else self.files():
             if f.suffix == ".parquet":
                 yield from _parquet_rows(f)
             elif f.suffix == ".arrow":
@@ -109,21 +146,41 @@ def _arrow_rows(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path} row {n}", row
 
 
-def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
+def _lines_before(path: Path, offset: int) -> int:
+    n, left = 0, offset
+    with open(path, "rb") as fh:
+        while left > 0:
+            block = fh.read(min(left, 16 << 20))
+            n += block.count(b"\n")
+            left -= len(block)
+    return n
+
+
+def _json_rows(path: Path, span: tuple[int, int] | None = None) -> Iterator[tuple[str, dict]]:
     import orjson
 
     with open(path, "rb") as fh:
         head = fh.read(64).lstrip()
-    if head.startswith(b"["):  # one JSON array: the older hub files; read through the datasets JSON loader
+    if span is None and head.startswith(
+        b"["
+    ):  # one JSON array: the older hub files; read through the datasets JSON loader
         import datasets
 
         ds = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True)
         for i, row in enumerate(ds, start=1):
             yield f"{path} row {i}", row
         return
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
+    start, end = span or (0, None)
+    label = str(path)
+    with open(path, "rb", buffering=1 << 20) as fh:
+        fh.seek(start)
+        offset = start
+        for lineno, raw in enumerate(fh, start=1 + (_lines_before(path, start) if start else 0)):
+            if end is not None:
+                if offset >= end:
+                    break
+                offset += len(raw)
+            if raw[:1] in _BLANK_START and not raw.strip():
                 continue
             try:
                 row = orjson.loads(raw)
@@ -131,4 +188,4 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
                 raise DataError(path, lineno, None, f"malformed JSON: {err}") from None
             if not isinstance(row, dict):
                 raise DataError(path, lineno, None, f"expected a JSON object, got {type(row).__name__}")
-            yield f"{path}:{lineno}", row
+            yield f"{label}:{lineno}", row

@@ -23,3 +23,21 @@ class Tally:
     def drop(self, where: str, reason: str, row_id=None) -> None:
         self.counts[f"dropped_{reason}"] += 1
         self.dropped.append({"where": where, "reason": reason, "id": None if row_id is None else str(row_id)})
+
+    def fresh(self) -> "Tally":
+        """An empty tally for one worker process of the same import (`grape.data.grouping`); `merge` adds it back."""
+        return Tally()
+
+    def merge(self, other: "Tally") -> None:
+        """Add a worker's tally: counts summed, dropped rows appended (workers are merged in input order, so the list
+        is the one a single process makes), info dicts updated and lists extended."""
+        self.counts.update(other.counts)
+        self.dropped.extend(other.dropped)
+        for key, value in other.info.items():
+            mine = self.info.get(key)
+            if isinstance(mine, dict) and isinstance(value, dict):
+                mine.update(value)
+            elif isinstance(mine, list) and isinstance(value, list):
+                mine.extend(value)
+            else:
+                self.info[key] = value

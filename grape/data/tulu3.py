@@ -18,13 +18,10 @@ config `name` of the dataset it came from. Rows that cannot be used are dropped 
 
 from __future__ import annotations
 
-import itertools
 from typing import Iterator, Mapping
 
-from tqdm import tqdm
-
 from grape.data.conversations import context_key, flatten, normalise, split_conversation
-from grape.data.grouping import Grouper, distinct
+from grape.data.grouping import Grouped, distinct
 from grape.data.source import Dataset
 from grape.io import DataError
 
@@ -65,26 +62,25 @@ def load(d: Mapping, seed: int, tally, workdir):
         raise ValueError("data.datasets: list the Tulu-3 datasets, {name, path}, the SFT mixture first")
     if len({ds.name for ds in specs}) != len(specs):
         raise ValueError("data.datasets: each dataset needs its own `name` (responses are tagged with it)")
-    return _rows(specs, d.get("min_responses", 2), d.get("limit"), tally, workdir), []
-
-
-def _rows(specs: list[Dataset], min_responses: int, limit, tally, workdir) -> Iterator[dict]:
-    grouper = Grouper(workdir, PARTITIONS)
     tally.info.setdefault("licences", {})
     tally.info["datasets"] = []
-    try:
-        for ds in specs:
-            _read(ds, limit, grouper, tally)
-    except BaseException:
-        grouper.close()
-        raise
-    # Grouper order: partition by partition, first appearance within one; deterministic for the same inputs.
-    for digest, recs in grouper.groups():
+    grouped = Grouped(specs, _read, _build(d.get("min_responses", 2)), tally, workdir, PARTITIONS, d.get("limit"))
+    grouped.on_dataset = _dataset_read
+    return grouped, []
+
+
+def _dataset_read(ds: Dataset, tally) -> None:
+    rows = tally.counts[f"rows_read:{ds.name}"]
+    tally.info["datasets"].append({"name": ds.name, "path": ds.path, "revision": ds.revision, "rows": rows})
+
+
+def _build(min_responses: int):
+    def build(digest: str, recs: list[dict], tally) -> Iterator[dict]:
         responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
         if len(responses) < min_responses:
             tally.add("instructions_below_min_responses")
             tally.add("pairs_below_min_responses", len(responses))
-            continue
+            return
         context = recs[0]["c"]  # the first record: SFT mixture first, then input order
         row = {"id": f"tulu3-{digest}", "instruction": flatten(context), "responses": responses}
         if len(context) > 1 or context[0]["role"] != "user":
@@ -94,21 +90,23 @@ def _rows(specs: list[Dataset], min_responses: int, limit, tally, workdir) -> It
             tally.add(f"pairs:{r['source']}")
         yield row
 
+    return build
 
-def _read(ds: Dataset, limit, grouper: Grouper, tally) -> None:
-    """Add every usable row of one dataset to the grouper, counting and dropping the others."""
+
+def _read(ds: Dataset, rows, add, tally) -> None:
+    """Add every usable row of one dataset (or part of it) to the grouper, counting and dropping the others."""
     kind, n = None, 0
-    rows = ds.rows() if limit is None else itertools.islice(ds.rows(), limit)
-    for where, row in tqdm(rows, desc=f"read {ds.name}", unit=" rows", mininterval=2, total=limit):
+    licences = tally.info.setdefault("licences", {})
+    for where, row in rows:
         n += 1
         kind = kind or _kind(ds, where, row)
         field = "messages" if kind == "sft" else "chosen"
         ds.need(where, row, {field: (list, tuple)})
         if kind == "sft":
             subset = str(row.get("source") or ds.name)
-            tally.info["licences"][subset] = SFT_LICENCES.get(subset, UNKNOWN_LICENCE)
+            licences[subset] = SFT_LICENCES.get(subset, UNKNOWN_LICENCE)
         else:
-            tally.info["licences"][ds.name] = PREFERENCE_LICENCE
+            licences[ds.name] = PREFERENCE_LICENCE
         split = _conversation(row[field])
         if isinstance(split, str):
             tally.drop(where, split, row.get("id"))
@@ -117,9 +115,8 @@ def _read(ds: Dataset, limit, grouper: Grouper, tally) -> None:
         prompt = row.get("prompt") if kind == "preference" else None
         if isinstance(prompt, str) and len(context) == 1 and normalise(prompt) != normalise(context[0]["content"]):
             tally.add("prompt_mismatch")
-        grouper.add(context_key(context), {"c": context, "r": answer, "s": ds.name})
+        add(context_key(context), {"c": context, "r": answer, "s": ds.name})
     tally.add(f"rows_read:{ds.name}", n)
-    tally.info["datasets"].append({"name": ds.name, "path": ds.path, "revision": ds.revision, "rows": n})
 
 
 def _kind(ds: Dataset, where: str, row: Mapping) -> str:

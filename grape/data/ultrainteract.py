@@ -3,7 +3,7 @@
 The dataset stores one row per correct trajectory (288,579 rows); rows sharing a `parent_id` share the instruction.
 They become ONE instruction (id = the `parent_id`, about 86K of them) with all of their distinct responses, each of
 source `original`, because GRAPE chooses among the responses of an instruction. Rows of one parent are scattered
-over the file, so they are grouped with `grouping.Grouper` (bounded memory, deterministic order). Later turns
+over the file, so they are grouped with `grouping.Grouped` (bounded memory, deterministic order). Later turns
 already carry the earlier steps and tool observations in `instruction`, so no `context` is written. When the rows
 of a parent disagree on the instruction or the task, the first in input order wins (`instruction_mismatch`,
 `task_mismatch`). Blank instructions or responses are dropped and listed (`tally.drop`), never skipped silently.
@@ -29,13 +29,10 @@ with an answer: no `answer` (`no_reference_answer:<task>`). Instructions of rule
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Iterator, Mapping
 
-from tqdm import tqdm
-
 from grape.answers import extract_answer
-from grape.data.grouping import Grouper, distinct
+from grape.data.grouping import Grouped, distinct
 from grape.data.source import Dataset
 
 DEFAULT_PATH = "openbmb/UltraInteract_sft"
@@ -50,64 +47,52 @@ def reference(responses: list[str], check: str) -> tuple[str | None, int]:
     return (found.most_common(1)[0][0] if found else None), len(found)
 
 
-def load(d: Mapping, seed: int, tally, workdir) -> tuple[Iterator[dict], list[dict]]:
+def load(d: Mapping, seed: int, tally, workdir) -> tuple[Grouped, list[dict]]:
     ds = Dataset(d.get("path") or DEFAULT_PATH, d.get("split") or "train", d.get("revision"))
     tally.info["answer_rules"] = dict(ANSWER_RULES)
-    return _rows(
-        ds, d.get("limit"), tally, workdir
-    ), []  # no held-out split (the stage reads `data.test_path` when set)
+    # no held-out split (the stage reads `data.test_path` when set)
+    return Grouped([ds], _read, _build, tally, workdir, limit=d.get("limit")), []
 
 
-def _grouped(ds: Dataset, limit: int | None, tally, workdir) -> Grouper:
-    """Every usable row, partitioned by parent_id to temporary files under `workdir`."""
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-    grouper = Grouper(workdir)
-    try:
-        for n, (where, row) in enumerate(tqdm(ds.rows(), desc=f"read {ds.name}", unit=" rows", mininterval=2)):
-            if limit is not None and n >= limit:
-                break
-            ds.need(where, row, FIELDS)
-            tally.add("rows_read")
-            if not row["instruction"].strip():
-                tally.drop(where, "empty_instruction", row["id"])
-            elif not row["response"].strip():
-                tally.drop(where, "empty_response", row["id"])
-            else:
-                grouper.add(
-                    row["parent_id"],
-                    {"p": row["parent_id"], "i": row["instruction"], "t": row["task"], "r": row["response"]},
-                )
-    except BaseException:
-        grouper.close()  # a bad row stops the stage: leave no partition files behind
-        raise
-    return grouper
-
-
-def _rows(ds: Dataset, limit: int | None, tally, workdir) -> Iterator[dict]:
-    for _, recs in _grouped(ds, limit, tally, workdir).groups():
-        first = recs[0]
-        if any(r["i"] != first["i"] for r in recs):
-            tally.add("instruction_mismatch")
-        if any(r["t"] != first["t"] for r in recs):
-            tally.add("task_mismatch")
-        task = first["t"].strip() or "unknown"  # the contract wants a non-blank task
-        check = ANSWER_RULES.get(task, "none")
-        responses = distinct([{"response": r["r"], "source": "original"} for r in recs], tally.counts)
-        row = {"id": first["p"], "instruction": first["i"], "responses": responses, "check": check, "task": task}
-        tally.add(f"task:{task}")
-        if check == "none":
-            tally.add(f"unverifiable:{task}")
+def _read(ds: Dataset, rows, add, tally) -> None:
+    """Every usable row of one part, filed under its parent_id."""
+    n = 0
+    for where, row in rows:
+        n += 1
+        ds.need(where, row, FIELDS)
+        instruction, response = row["instruction"], row["response"]
+        if not instruction or instruction.isspace():
+            tally.drop(where, "empty_instruction", row["id"])
+        elif not response or response.isspace():
+            tally.drop(where, "empty_response", row["id"])
         else:
-            texts = [r["response"] for r in responses]
-            answer, n_answers = reference(texts, check)
-            if answer is None:
-                tally.add(f"no_reference_answer:{task}")
-            else:
-                row["answer"] = answer
-                if n_answers > 1:
-                    tally.add("answer_disagreement")
-                off = sum(extract_answer(t, check) != answer for t in texts)
-                if off:
-                    tally.add("originals_off_reference", off)
-        yield row
+            add(row["parent_id"], {"p": row["parent_id"], "i": instruction, "t": row["task"], "r": response})
+    tally.add("rows_read", n)
+
+
+def _build(digest: str, recs: list[dict], tally) -> Iterator[dict]:
+    first = recs[0]
+    if any(r["i"] != first["i"] for r in recs):
+        tally.add("instruction_mismatch")
+    if any(r["t"] != first["t"] for r in recs):
+        tally.add("task_mismatch")
+    task = first["t"].strip() or "unknown"  # the contract wants a non-blank task
+    check = ANSWER_RULES.get(task, "none")
+    responses = distinct([{"response": r["r"], "source": "original"} for r in recs], tally.counts)
+    row = {"id": first["p"], "instruction": first["i"], "responses": responses, "check": check, "task": task}
+    tally.add(f"task:{task}")
+    if check == "none":
+        tally.add(f"unverifiable:{task}")
+    else:
+        texts = [r["response"] for r in responses]
+        answer, n_answers = reference(texts, check)
+        if answer is None:
+            tally.add(f"no_reference_answer:{task}")
+        else:
+            row["answer"] = answer
+            if n_answers > 1:
+                tally.add("answer_disagreement")
+            off = sum(extract_answer(t, check) != answer for t in texts)
+            if off:
+                tally.add("originals_off_reference", off)
+    yield row

@@ -9,8 +9,9 @@ rule data:
         f"{RESULTS}/logs/data.log",
     conda:
         ENV
+    threads: THREADS
     params:
         cfg=slice_of("data"),
     shell:
-        "grape data --params {params.cfg:q} --train {output.train} --test {output.test} "
+        "grape data --params {params.cfg:q} --threads {threads} --train {output.train} --test {output.test} "
         "--dropped {output.dropped} > {log} 2>&1"
