@@ -80,11 +80,42 @@ def cmd_data(args):
     _finish("data", p, [args.train, args.test], {}, counts, t0)
 
 
+def cmd_prefetch(args):
+    import os
+
+    t0 = time.time()
+    if args.params is not None:
+        p = gconfig.parse_params(args.params)
+    else:
+        p = gconfig.stage_params(gconfig.compose(args.experiment, args.overrides), "prefetch")
+    if p.get("cache_dir"):
+        os.environ["HF_HOME"] = str(Path(p["cache_dir"]).resolve())
+    if not args.dry_run:
+        for key in runtime.OFFLINE_ENV:  # the one job that goes online
+            os.environ.pop(key, None)
+    from grape import prefetch
+
+    records = prefetch.fetch(p, dry_run=args.dry_run)
+    for r in records:
+        print(f"{r['kind']:8} {r['name']:24} {r['id']}" + (f" @ {r['revision']}" if r.get("revision") else ""))
+    if args.output and not args.dry_run:
+        from grape.io import write_json
+
+        write_json(args.output, {"cache": os.environ.get("HF_HOME"), "items": records})
+        _finish("prefetch", p, [args.output], {}, {"items": len(records)}, t0)
+
+
+def cmd_resources(args):
+    from grape import resources
+
+    print(resources.table(gconfig.compose(args.experiment, args.overrides)))
+
+
 def cmd_model(args):
     from grape import models
 
     t0, p = time.time(), _load(args, "model")
-    m = models.materialise(p["name"], p["model"], args.output)
+    m = models.materialise(p["name"], p["model"], args.output, p.get("experiment"))
     print(json.dumps({"stage": "model", "name": p["name"], "kind": m["kind"], "seconds": round(time.time() - t0, 1)}))
 
 
@@ -279,6 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("--verify-counts", req),
         ("--output-dir", req),
     )
+    pf = sub.add_parser("prefetch", help="download the experiment's hub models and datasets (run with internet)")
+    pf.add_argument("--experiment", default="demo")
+    pf.add_argument("--params", default=None, help="the prefetch slice as JSON (what the workflow passes)")
+    pf.add_argument("--output", default=None, help="write what was fetched (ids, commits, sha256) here")
+    pf.add_argument("--dry-run", action="store_true", help="list what would be fetched; no network")
+    pf.add_argument("overrides", nargs="*")
+    pf.set_defaults(func=cmd_prefetch, stage="prefetch")
+    rs = sub.add_parser("resources", help="what each job of an experiment asks a cluster for (Markdown table)")
+    rs.add_argument("--experiment", default="demo")
+    rs.add_argument("overrides", nargs="*")
+    rs.set_defaults(func=cmd_resources, stage="resources")
     pk = sub.add_parser("pick", help="score and select your own pool for one target, without Snakemake")
     pk.add_argument("--pool", required=True, help="a pool file, any JSONL/Parquet/Arrow file or directory, or a hub id")
     pk.add_argument("--target", required=True, help="a model folder, a config/model name, or a hub id")

@@ -212,9 +212,12 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
             raise ConfigError(f"{key} {wc[key]!r} is not one of the config's {field} ({', '.join(known)})")
     common = {"seed": cfg["seed"], "threads": cfg["threads"]}
     if stage == "data":
-        return {**common, "data": cfg["data"]}
+        return {**common, "experiment": cfg.get("experiment"), "data": cfg["data"]}
     if stage == "model":
-        return {"name": wc["model"], "model": cfg["models"][wc["model"]]}
+        return {"name": wc["model"], "experiment": cfg.get("experiment"), "model": cfg["models"][wc["model"]]}
+    if stage == "prefetch":
+        return {"experiment": cfg.get("experiment"), "cache_dir": cfg.get("cache_dir"), "models": cfg["models"],
+                "data": cfg["data"]}  # fmt: skip
     if stage == "sample":
         return {
             **common,
@@ -254,7 +257,7 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
 
 
 SCORED_ARMS = ("grape", "reverse")  # the select arms that rank by the target's scores (the workflow imports this)
-STAGES = ("compose", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate", "report")
+STAGES = ("compose", "prefetch", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate", "report")
 
 
 def params_json(cfg: Mapping, stage: str, **wc: str) -> str:

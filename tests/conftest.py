@@ -14,6 +14,18 @@ runtime.set_offline()
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The `tiny` experiment run end to end by the real snakemake, once per test session (workflow and SLURM tests
+    compare against it): (workdir, results/tiny)."""
+    from helpers import snakemake
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    proc = snakemake(workdir, "--cores", "2", "--config", "experiment=tiny")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return workdir, workdir / "results" / "tiny"
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from grape import models
 

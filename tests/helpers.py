@@ -1,10 +1,15 @@
-"""Short forms of the scoring API for tests: one backend under the checkpointed driver, as the stage runs it."""
+"""Short forms for tests: the scoring API (one backend under the checkpointed driver, as the stage runs it) and the
+real snakemake on this checkout."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from grape.score.checkpoint import score_pool
 from grape.score.packed import PackedScorer
 from grape.score.reference import ReferenceScorer
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def score_reference(model, tok, template, rows, max_length, overlong="skip", progress=False, **driver):
@@ -61,3 +66,14 @@ def tiny_llama(tok, attn="sdpa", hidden=64):
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).to(torch.float32).eval()
+
+
+def snakemake(workdir, *args: str, timeout: int = 1200):
+    """The real `snakemake` on this checkout's Snakefile, in `workdir`, with this venv's `grape` first on PATH."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

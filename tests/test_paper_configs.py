@@ -44,4 +44,4 @@ def test_paper_configs_say_what_the_paper_says():
     assert tulu["select"]["original_sources"] == [tulu["data"]["datasets"][0]["name"]] == ["tulu-3-sft-mixture"]
     for cfg in (ui, tulu):
         assert cfg["sft"]["lr"] == 1e-5 and cfg["sft"]["epochs"] == 1 and cfg["sft"]["method"] == "full"
-        assert cfg["sft"]["batch_size"] * cfg["sft"]["grad_accum"] * cfg["resources"]["gpu"] == 256
+        assert cfg["sft"]["batch_size"] * cfg["sft"]["grad_accum"] * cfg["resources"]["sft_min_gpus"] == 256

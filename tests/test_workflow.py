@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from helpers import snakemake
 
 from grape.io import read_jsonl
 
@@ -23,22 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-
-
 def rows(path: Path) -> list[dict]:
     return read_jsonl(path)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    proc = snakemake(workdir, "--cores", "2", "--config", "experiment=tiny")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return workdir, workdir / "results" / "tiny"
+def run(tiny_run):
+    return tiny_run
 
 
 def test_data_candidates_pool(run):

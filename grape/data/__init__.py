@@ -70,7 +70,7 @@ def _write_grouped(grouped: Grouped, out: str, n_workers: int) -> int:
 
 
 def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None = None) -> dict:
-    d = params["data"]
+    d = {**params["data"], "experiment": params.get("experiment")}
     tally = Tally()
     train, test = importer(d["kind"]).load(d, params["seed"], tally, Path(train_out).parent)
     if d.get("test_path") and d["kind"] != "jsonl":

@@ -52,7 +52,7 @@ def load(d: Mapping, seed: int, tally, workdir):
     f = {k: (d.get("fields") or {}).get(k) for k in FIELDS}
     if not f["messages"] and not (f["instruction"] and f["response"]):
         raise ValueError("data.fields: name `messages`, or both `instruction` and `response`")
-    ds = Dataset(d["path"], d.get("split") or "train", d.get("revision"))
+    ds = Dataset(d["path"], d.get("split") or "train", d.get("revision"), experiment=d.get("experiment"))
 
     def read(ds: Dataset, rows, add, tally) -> None:
         _read(ds, f, rows, add, tally)

@@ -29,14 +29,22 @@ MIN_PART_BYTES = 32 << 20  # a byte range smaller than this costs more to fork t
 class Dataset:
     """One dataset split to read: `rows()` yields (where, row); `need(where, row, fields)` checks fields."""
 
-    def __init__(self, path: str, split: str = "train", revision: str | None = None, name: str | None = None):
+    def __init__(
+        self,
+        path: str,
+        split: str = "train",
+        revision: str | None = None,
+        name: str | None = None,
+        experiment: str | None = None,
+    ):
         self.path, self.split, self.revision = str(path), split, revision
         self.name = name or Path(self.path).name or self.path
+        self.experiment = experiment  # named in the prefetch command when the dataset is not in the cache
         self._files: list[Path] | None = None  # a part: these files only
         self._span: tuple[int, int] | None = None  # a part: bytes [start, end) of its one JSON Lines file
 
     def _part(self, files: list[Path], span: tuple[int, int] | None = None) -> "Dataset":
-        part = Dataset(self.path, self.split, self.revision, self.name)
+        part = Dataset(self.path, self.split, self.revision, self.name, self.experiment)
         part._files, part._span = files, span
         return part
 
@@ -95,6 +103,21 @@ class Dataset:
                 yield from _json_rows(f)
 
     def _hub_rows(self) -> Iterator[tuple[str, dict]]:
+        """A hub dataset: its snapshot in the local cache (what `snakemake prefetch` fetched), read as a local
+        directory; online (HF_HUB_OFFLINE=0), the `datasets` streaming reader; offline and not cached, an error
+        that names the dataset and the prefetch command."""
+        snapshot = self._cached_snapshot()
+        if snapshot is not None:
+            local = Dataset(snapshot, self.split, self.revision, self.name, self.experiment)
+            for where, row in local.rows():
+                yield f"{self.path}: {where}", row
+            return
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+            from grape.prefetch import missing_message
+
+            raise DataError(
+                self.label(), None, None, missing_message("dataset", self.path, self.revision, self.experiment)
+            )
         import datasets
 
         try:
@@ -109,6 +132,14 @@ class Dataset:
             ) from None
         for i, row in enumerate(ds, start=1):
             yield f"{self.label()} row {i}", row
+
+    def _cached_snapshot(self) -> str | None:
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(self.path, repo_type="dataset", revision=self.revision, local_files_only=True)
+        except Exception:  # not cached (or not a valid id): the caller decides
+            return None
 
     def need(self, where: str, row: Mapping, fields: Mapping[str, type | tuple]) -> None:
         """Stop with the dataset, split, row and field when a mapped field is absent or of the wrong type."""

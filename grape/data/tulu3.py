@@ -57,7 +57,10 @@ PREFERENCE_LICENCE = "ODC-BY-1.0 (mixture; subsets differ: see dataset card)"
 
 def load(d: Mapping, seed: int, tally, workdir):
     """(train rows, []): the pool has no held-out split; rows stream from a generator (see `_rows`)."""
-    specs = [Dataset(s["path"], s.get("split") or "train", s.get("revision"), s["name"]) for s in d["datasets"]]
+    specs = [
+        Dataset(s["path"], s.get("split") or "train", s.get("revision"), s["name"], d.get("experiment"))
+        for s in d["datasets"]
+    ]
     if not specs:
         raise ValueError("data.datasets: list the Tulu-3 datasets, {name, path}, the SFT mixture first")
     if len({ds.name for ds in specs}) != len(specs):

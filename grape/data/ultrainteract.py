@@ -48,7 +48,9 @@ def reference(responses: list[str], check: str) -> tuple[str | None, int]:
 
 
 def load(d: Mapping, seed: int, tally, workdir) -> tuple[Grouped, list[dict]]:
-    ds = Dataset(d.get("path") or DEFAULT_PATH, d.get("split") or "train", d.get("revision"))
+    ds = Dataset(
+        d.get("path") or DEFAULT_PATH, d.get("split") or "train", d.get("revision"), experiment=d.get("experiment")
+    )
     tally.info["answer_rules"] = dict(ANSWER_RULES)
     # no held-out split (the stage reads `data.test_path` when set)
     return Grouped([ds], _read, _build, tally, workdir, limit=d.get("limit")), []

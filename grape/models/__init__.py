@@ -20,9 +20,15 @@ from grape.model_folder import write_manifest
 from grape.provenance import write_meta
 
 
-def _by_reference(cfg: Mapping, out: Path) -> dict:
-    """`hf`: nothing to build; loading goes to the hub id or local path (at the pinned revision)."""
-    return {"path": cfg["path"], "revision": cfg.get("revision")}
+def _by_reference(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
+    """`hf`: nothing to build; loading goes to the hub id or local path (at the pinned revision). Jobs run offline,
+    so a hub model must already be in the cache: checked here, before any job that loads it is started."""
+    from grape import prefetch
+
+    path, revision = cfg["path"], cfg.get("revision")
+    if not Path(path).exists() and not prefetch.model_available(path, revision):
+        raise ValueError(prefetch.missing_message("model", path, revision, experiment))
+    return {"path": path, "revision": revision}
 
 
 # kind -> "module:function" (imported when used) or a function; build(cfg, out_folder) -> extra manifest fields
@@ -39,7 +45,7 @@ def builder(kind: str):
     return getattr(importlib.import_module(module), func)
 
 
-def materialise(name: str, cfg: Mapping, out: str | Path) -> dict:
+def materialise(name: str, cfg: Mapping, out: str | Path, experiment: str | None = None) -> dict:
     """Build the folder for one model; returns its manifest."""
     manifest = {
         "name": name,
@@ -50,7 +56,8 @@ def materialise(name: str, cfg: Mapping, out: str | Path) -> dict:
     build = builder(cfg["kind"])
     with atomic_path(out, directory=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        manifest.update(build(cfg, tmp) or {})
+        extra = build(cfg, tmp, experiment) if build is _by_reference else build(cfg, tmp)
+        manifest.update(extra or {})
         write_manifest(tmp, manifest)
         write_meta(tmp, "model", {"name": name, "model": dict(cfg)})
     return manifest

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 try:
     from grape import config as gconfig
+    from grape import resources as gresources
 except ImportError as err:
     raise WorkflowError(
         f"the grape package is not importable ({err}): run `make install` (or `pip install -e .`) first"
@@ -47,11 +48,21 @@ def slice_of(stage):
     return lambda wc: gconfig.params_json(CFG, stage, **dict(wc.items()))
 
 
-def model_resources(gpu_capable=True):
-    res = {"mem_mb": CFG["resources"]["mem_mb"], "runtime": CFG["resources"]["runtime"]}
-    if gpu_capable and CFG["resources"]["gpu"] > 0:
-        res["gpu"] = CFG["resources"]["gpu"]
-    return res
+CPU_JOB_THREADS = CFG["resources"]["cpu_job"]["cpus"]
+if CFG.get("cache_dir"):  # every job reads models and datasets from the prefetched cache
+    shell.prefix(f"export HF_HOME={os.path.abspath(CFG['cache_dir'])!r}; ")
+
+
+def job_resources(stage, wildcard=None):
+    """A rule's resources (grape/resources.py): fixed for model-free stages, per model (the `wildcard`'s value)
+    for model stages, so an 8B fine-tune and a 405B sampler each ask for what they need."""
+    if wildcard is None:
+        return gresources.rule_resources(CFG, stage)
+    names = CFG["sources"] if stage == "sample" else CFG["targets"]
+    keys = gresources.rule_resources(CFG, stage, names[0]) if names else {}
+    return {
+        k: (lambda wc, k=k: gresources.rule_resources(CFG, stage, wc[wildcard])[k]) for k in keys
+    }
 
 
 def user_data(wc):

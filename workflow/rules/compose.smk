@@ -5,6 +5,8 @@ rule compose:
         f"{RESULTS}/logs/compose.log",
     conda:
         ENV
+    resources:
+        **job_resources("compose"),
     params:
         cfg=slice_of("compose"),
     shell:

@@ -9,7 +9,9 @@ rule data:
         f"{RESULTS}/logs/data.log",
     conda:
         ENV
-    threads: THREADS
+    threads: CPU_JOB_THREADS
+    resources:
+        **job_resources("data"),
     params:
         cfg=slice_of("data"),
     shell:

@@ -7,6 +7,8 @@ rule evaluate_task:
         f"{RESULTS}/logs/evaluate/task.log",
     conda:
         ENV
+    resources:
+        **job_resources("compose"),
     params:
         cfg=slice_of("evaluate"),
     shell:
@@ -26,7 +28,7 @@ rule evaluate_base:
         ENV
     threads: THREADS
     resources:
-        **model_resources(),
+        **job_resources("evaluate", "target"),
     params:
         cfg=slice_of("evaluate"),
     shell:
@@ -47,7 +49,7 @@ rule evaluate:
         ENV
     threads: THREADS
     resources:
-        **model_resources(),
+        **job_resources("evaluate", "target"),
     params:
         cfg=slice_of("evaluate"),
     shell:

@@ -7,7 +7,7 @@ rule model:
         ENV
     threads: THREADS
     resources:
-        **model_resources(gpu_capable=False),
+        **job_resources("model"),
     params:
         cfg=slice_of("model"),
     shell:

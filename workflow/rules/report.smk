@@ -43,6 +43,8 @@ rule report:
         f"{RESULTS}/logs/report.log",
     conda:
         ENV
+    resources:
+        **job_resources("report"),
     params:
         cfg=slice_of("report"),
         outdir=lambda wc, output: os.path.dirname(output.table),

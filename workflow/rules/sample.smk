@@ -10,7 +10,7 @@ rule sample:
         ENV
     threads: THREADS
     resources:
-        **model_resources(),
+        **job_resources("sample", "source"),
     params:
         cfg=slice_of("sample"),
     shell:

@@ -11,7 +11,7 @@ rule score_shard:
         ENV
     threads: THREADS
     resources:
-        **model_resources(),
+        **job_resources("score", "target"),
     params:
         cfg=slice_of("score"),
         shards=SHARD_COUNT,
@@ -38,6 +38,8 @@ rule score_gather:
         f"{RESULTS}/logs/score/{{target}}/gather.log",
     conda:
         ENV
+    resources:
+        **job_resources("score_gather"),
     params:
         cfg=slice_of("score"),
     shell:

@@ -8,8 +8,11 @@ rule select:
         f"{RESULTS}/logs/select/{{target}}/{{arm}}.log",
     conda:
         ENV
+    threads: CPU_JOB_THREADS
+    resources:
+        **job_resources("select"),
     params:
         cfg=slice_of("select"),
         scores=scores_flag,
     shell:
-        "grape select --params {params.cfg:q} --pool {input.pool} {params.scores} --output {output} > {log} 2>&1"
+        "grape select --params {params.cfg:q} --threads {threads} --pool {input.pool} {params.scores} --output {output} > {log} 2>&1"

@@ -10,7 +10,7 @@ rule sft:
         ENV
     threads: THREADS
     resources:
-        **model_resources(),
+        **job_resources("sft", "target"),
     params:
         cfg=slice_of("sft"),
     shell:

@@ -9,8 +9,11 @@ rule verify:
         f"{RESULTS}/logs/verify.log",
     conda:
         ENV
+    threads: CPU_JOB_THREADS
+    resources:
+        **job_resources("verify"),
     params:
         cfg=slice_of("verify"),
     shell:
-        "grape verify --params {params.cfg:q} --train {input.train} --candidates {input.candidates} "
+        "grape verify --params {params.cfg:q} --threads {threads} --train {input.train} --candidates {input.candidates} "
         "--output {output.pool} --counts {output.counts} > {log} 2>&1"

