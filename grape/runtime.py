@@ -97,11 +97,13 @@ def choose_dtype(requested: str = "auto", dev: str | None = None) -> tuple[str, 
     return "float32", "CPU has no AMX-BF16/AVX512-BF16: bf16 would be emulated, far slower than fp32"
 
 
+def dtype_name(dev: str | None = None) -> str:
+    """The dtype every model stage loads in by default (sampling, evaluation; scoring and SFT through their
+    `dtype: auto`): `choose_dtype("auto")`, the one rule."""
+    return choose_dtype("auto", dev)[0]
+
+
 def dtype_for(dev: str | None = None):
     import torch
 
-    return torch.bfloat16 if (dev or device()) == "cuda" else torch.float32
-
-
-def dtype_name(dev: str | None = None) -> str:
-    return "bfloat16" if (dev or device()) == "cuda" else "float32"
+    return getattr(torch, dtype_name(dev))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_workflow import snakemake
+from helpers import snakemake
 
 from grape import config as gconfig
+from grape import sft
 
 # jobs per rule: UltraInteract 6 sources x 4 targets x 4 arms, 16 score shards; Tulu-3 0 sources x 3 x 5
 EXPECTED = {
@@ -44,4 +45,5 @@ def test_paper_configs_say_what_the_paper_says():
     assert tulu["select"]["original_sources"] == [tulu["data"]["datasets"][0]["name"]] == ["tulu-3-sft-mixture"]
     for cfg in (ui, tulu):
         assert cfg["sft"]["lr"] == 1e-5 and cfg["sft"]["epochs"] == 1 and cfg["sft"]["method"] == "full"
-        assert cfg["sft"]["batch_size"] * cfg["sft"]["grad_accum"] * cfg["resources"]["sft_min_gpus"] == 256
+        assert cfg["sft"]["global_batch"] == 256 and cfg["sft"]["batch_size"] == 2
+        assert sft.accumulation(256, 2, cfg["resources"]["sft_min_gpus"]) == 32  # the paper's 4-GPU node

@@ -1,7 +1,11 @@
-"""`kind: random`: a small randomly initialised Llama and a byte-level BPE tokenizer trained here, for tests.
+"""`kind: random`: a small randomly initialised model and a byte-level BPE tokenizer trained here, for tests.
 
 No weights to fetch: the tokenizer is trained (deterministically) on `grape.word_problems` text, the model is
-initialised from `init_seed`. Builds in about a second.
+initialised from `init_seed`. Builds in about a second. `architecture` is one of the paper's target families, each
+with what sets it apart, so a family-specific break shows up on CPU:
+- `llama` (Llama-3.x): tied embeddings here (as Llama-3.2), no biases;
+- `mistral` (Mistral-7B-v0.3): untied embeddings, a sliding-window attention setting;
+- `qwen2` (Qwen2.5): biases on the q/k/v projections, tied embeddings (as the small Qwen2.5 models).
 """
 
 from __future__ import annotations
@@ -35,12 +39,21 @@ def train_tiny_tokenizer(vocab_size: int, seed: int = 0):
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
+ARCHITECTURES = {  # architecture -> (config class, model class, what sets the family apart)
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"tie_word_embeddings": False, "sliding_window": 64}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
+}
+
+
 def build(cfg: Mapping, out: Path) -> dict:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
+    arch = cfg.get("architecture", "llama")
+    config_cls, model_cls, extra = ARCHITECTURES[arch]
     tok = train_tiny_tokenizer(cfg["vocab_size"])
-    config = LlamaConfig(
+    config = getattr(transformers, config_cls)(
         vocab_size=len(tok),
         hidden_size=cfg["hidden_size"],
         num_hidden_layers=cfg["num_layers"],
@@ -51,10 +64,10 @@ def build(cfg: Mapping, out: Path) -> dict:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
+        **extra,
     )
     torch.manual_seed(cfg["init_seed"])
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = getattr(transformers, model_cls)(config).to(torch.float32)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return {}

@@ -65,6 +65,16 @@ def job_resources(stage, wildcard=None):
     }
 
 
+def sft_launcher(wc):
+    """`grape` for one process; `accelerate launch` with the job's GPU count (config/accelerate/) for several."""
+    gpus = gresources.for_job(CFG, "sft", wc.target).get("gpu", 0)
+    if gpus <= 1:
+        return "grape"
+    strategy = CFG["sft"].get("accelerate") or "ddp"
+    config = os.path.join(BASE, "config", "accelerate", f"{strategy}.yaml")
+    return f"accelerate launch --config_file {config} --num_processes {gpus} -m grape"
+
+
 def user_data(wc):
     """The local files of the pool (not hub ids), so editing them reruns the workflow."""
     d = CFG["data"]

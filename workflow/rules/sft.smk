@@ -13,6 +13,7 @@ rule sft:
         **job_resources("sft", "target"),
     params:
         cfg=slice_of("sft"),
+        launch=sft_launcher,
     shell:
-        "grape sft --params {params.cfg:q} --threads {threads} "
+        "{params.launch} sft --params {params.cfg:q} --threads {threads} "
         "--model {input.model} --selection {input.selection} --output {output} > {log} 2>&1"

@@ -1,0 +1,195 @@
+"""SFT at paper fidelity on tiny models: the loss mask, padding-free batches that are exact, the global batch for any
+process count (a real 2-process `accelerate launch` on CPU), kill-and-resume, the dtype choice, and the paper's three
+target families (Llama, Mistral, Qwen2) through scoring, SFT (LoRA and full) and evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REPO
+
+from grape import config as gconfig
+from grape import evaluate, models, runtime, score, sft
+from grape.template import Template
+
+TEMPLATE = {"prompt": "Question: {instruction}\nAnswer:", "response": " {response}", "score_eos": False}
+GRAPE = str(Path(sys.executable).parent / "grape")
+
+
+def _selection(path: Path, n: int = 16) -> Path:
+    t = Template.from_config(TEMPLATE)
+    with open(path, "w") as fh:
+        for i in range(n):
+            q, r = f"What is {i} plus {i % 5}?", "The answer is " + " and so on" * (i % 7) + f" {i + i % 5}."
+            fh.write(json.dumps({"prompt": t.render_prompt(q), "completion": t.render_response(r), "instruction_id": f"q{i}",
+                                 "candidate_id": f"q{i}:a:0", "source": "a", "mean_logprob": -1.0,
+                                 "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]}) + "\n")  # fmt: skip
+    return path
+
+
+def _params(**sft_over) -> dict:
+    cfg = gconfig.compose("tiny", [])
+    p = gconfig.stage_params(cfg, "sft", target="tiny_a", arm="grape")
+    p["sft"].update({"global_batch": 4, "batch_size": 2, "max_length": 96, **sft_over})
+    p["threads"] = 1
+    return p
+
+
+def test_the_loss_covers_the_response_tokens_and_eos_only(tiny):
+    _, tok = tiny
+    t = Template.from_config(TEMPLATE)
+    rows = [{"prompt": t.render_prompt("What is 2 + 3?"), "completion": t.render_response("The answer is 5.")}]
+    ds, stats = sft.build_dataset(tok, t, rows, 96)
+    ids, mask = ds[0]["input_ids"], ds[0]["completion_mask"]
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == " The answer is 5." + tok.eos_token
+    assert mask == sorted(mask) and stats["response_tokens"] == sum(mask)
+
+
+def test_padding_free_batches_give_the_same_per_example_losses(tiny):
+    """The padding-free collator (one flat sequence, position ids restarting per example, block-diagonal mask) vs
+    TRL's padded batches: the per-example losses on the same model agree, so no example attends to another."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model, tok = tiny
+    t = Template.from_config(TEMPLATE)
+    rows = [{"prompt": t.render_prompt(f"What is {i} + {i * 3}?"), "completion": t.render_response("Yes. " * i + "4.")}
+            for i in range(1, 6)]  # fmt: skip
+    ds, _ = sft.build_dataset(tok, t, rows, 96)
+    examples = [dict(ds[i]) for i in range(len(ds))]
+    for e in examples:  # as TRL prepares them: labels -100 outside the response
+        e["labels"] = [t if m else -100 for t, m in zip(e["input_ids"], e.pop("completion_mask"))]
+
+    def losses(padding_free: bool) -> list[float]:
+        if padding_free:
+            batch = sft.PaddingFreeCollator(tok.pad_token_id)(examples)
+        else:
+            batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(examples)
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(
+                **{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+            ).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="none")
+        nll = nll.view(labels.shape[0], -1)
+        valid = labels[:, 1:] != -100
+        if not padding_free:
+            return [float(nll[i][valid[i]].mean()) for i in range(len(examples))]
+        starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [labels.shape[1]]
+        out = []
+        for a, b in zip(starts, starts[1:]):
+            seg, ok = nll[0, a : b - 1], valid[0, a : b - 1]
+            out.append(float(seg[ok].mean()))
+        return out
+
+    padded, free = losses(False), losses(True)
+    assert len(free) == len(padded) == 5
+    assert free == pytest.approx(padded, abs=1e-4)
+
+
+def test_the_global_batch_holds_for_any_process_count():
+    assert [sft.accumulation(256, 2, n) for n in (1, 2, 4)] == [128, 64, 32]
+    assert [sft.accumulation(8, 2, n) for n in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(ValueError, match=r"global_batch 256 is not a multiple of sft.batch_size 2 x 3 processes"):
+        sft.accumulation(256, 2, 3)
+    plan = sft.recipe(_params(global_batch=256, batch_size=2)["sft"], "cpu", 4)
+    assert plan["grad_accum"] * plan["micro_batch"] * plan["processes"] == 256
+
+
+def test_the_dtype_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    assert sft.recipe(_params()["sft"], "cpu", 1)["dtype"] == "float32"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    plan = sft.recipe(_params()["sft"], "cpu", 1)
+    assert plan["dtype"] == "bfloat16" and "amx_bf16" in plan["dtype_reason"]
+    assert not plan["gradient_checkpointing"] and plan["attn_implementation"] == "sdpa"
+
+
+def _run_sft(params, model_dir, selection, out, *launch, wait=True):
+    cmd = [*launch, "sft", "--params", json.dumps(params), "--model", str(model_dir), "--selection", str(selection),
+           "--output", str(out)] if launch else [GRAPE, "sft", "--params", json.dumps(params), "--model",
+                                                 str(model_dir), "--selection", str(selection), "--output", str(out)]  # fmt: skip
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if not wait:
+        return proc
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-4000:]
+    return json.loads((Path(out) / "train_log.json").read_text())
+
+
+def test_two_processes_keep_the_global_batch(tiny_model_dir, tmp_path):
+    selection = _selection(tmp_path / "sel.jsonl", n=16)
+    params = _params(global_batch=8, batch_size=2, method="full", lr=1e-3)
+    # accelerate 1.15 sends a multi-process CPU config to its single-process launcher (it expects mpirun there);
+    # torchrun is what its multi-GPU launcher runs, so two CPU processes (gloo) start through it directly.
+    launch = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "grape"]
+    two = _run_sft(params, tiny_model_dir, selection, tmp_path / "two", *launch)
+    one = _run_sft(params, tiny_model_dir, selection, tmp_path / "one")
+    assert two["recipe"]["processes"] == 2 and two["recipe"]["grad_accum"] == 2
+    assert one["recipe"]["processes"] == 1 and one["recipe"]["grad_accum"] == 4
+    assert two["counts"]["steps"] == one["counts"]["steps"] == 2  # 16 examples / global batch 8
+    assert (tmp_path / "two" / "model.safetensors").exists() and not (tmp_path / "two.checkpoints").exists()
+
+
+def test_a_killed_sft_resumes_to_the_same_end(tiny_model_dir, tmp_path):
+    selection = _selection(tmp_path / "sel.jsonl", n=40)
+    params = _params(global_batch=2, batch_size=1, method="full", lr=1e-3, save_steps=2)
+    whole = _run_sft(params, tiny_model_dir, selection, tmp_path / "whole")
+    out = tmp_path / "killed"
+    proc = _run_sft(params, tiny_model_dir, selection, out, wait=False)
+    ckpts = Path(f"{out}.checkpoints")
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpts / "checkpoint-6" / "trainer_state.json").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and (ckpts / "checkpoint-6").exists()
+    resumed = _run_sft(params, tiny_model_dir, selection, out)
+    assert resumed["counts"]["resumed_from"].startswith("checkpoint-")
+    assert resumed["counts"]["steps"] == whole["counts"]["steps"] == 20
+    assert resumed["counts"]["last_loss"] == pytest.approx(whole["counts"]["last_loss"], rel=1e-3, abs=1e-4)
+    assert not ckpts.exists()  # removed once the model is written
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
+def test_each_target_family_scores_trains_and_evaluates(arch, tmp_path):
+    cfg = gconfig.compose("tiny", [f"models.tiny_a.architecture={arch}"])
+    model_dir = tmp_path / "model"
+    models.materialise("tiny_a", cfg["models"]["tiny_a"], model_dir)
+    assert json.loads((model_dir / "config.json").read_text())["model_type"] == arch
+    pool = tmp_path / "pool.jsonl"
+    with open(pool, "w") as fh:
+        for i in range(4):
+            for k in range(2):
+                fh.write(json.dumps({"candidate_id": f"q{i}:a:{k}", "instruction_id": f"q{i}", "source": "a",
+                                     "instruction": f"What is {i} + {k}?", "response": f"It is {i + k}.",
+                                     "sample_index": k, "correct": None}) + "\n")  # fmt: skip
+    sp = gconfig.stage_params(cfg, "score", target="tiny_a")
+    counts = score.run(sp, str(model_dir), str(pool), str(tmp_path / "s.jsonl"), str(tmp_path / "k.jsonl"))
+    assert counts["scored"] == 8
+    selection = _selection(tmp_path / "sel.jsonl", n=8)
+    for method in ("lora", "full"):
+        p = gconfig.stage_params(cfg, "sft", target="tiny_a", arm="grape")
+        p["sft"].update({"method": method, "global_batch": 4, "batch_size": 2})
+        log = sft.run(p, str(model_dir), str(selection), str(tmp_path / method))
+        assert log["steps"] == 2
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"id": f"t{i}", "instruction": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(3)))  # fmt: skip
+    ep = gconfig.stage_params(cfg, "evaluate")
+    evaluate.write_task(ep, str(test), str(tmp_path / "task" / "task.yaml"))
+    result = evaluate.run(ep, str(tmp_path / "full"), str(tmp_path / "task" / "task.yaml"), str(tmp_path / "e.json"))
+    assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_the_accelerate_configs_are_there():
+    for name in ("ddp", "fsdp2", "deepspeed_zero3"):
+        assert (REPO / "config" / "accelerate" / f"{name}.yaml").exists()
