@@ -36,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -230,7 +231,9 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         peft_config=peft_config,
         data_collator=collator,
     )
+    t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - t0
     history = [h for h in trainer.state.log_history if "loss" in h]
     counts = {
         **stats,
@@ -238,6 +241,8 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         "steps_per_epoch": math.ceil(len(rows) / plan["global_batch"]),
         "resumed_from": Path(resume).name if resume else None,
         "train_loss": result.training_loss,
+        "train_seconds": round(train_seconds, 2),
+        "tokens_per_s": round(stats["tokens"] * s["epochs"] / train_seconds, 1) if not resume else None,
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,
     }
