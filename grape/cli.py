@@ -191,7 +191,7 @@ def cmd_report(args):
 
     t0, p = time.time(), _load(args, "report")
     inputs = report.Inputs(args.evals, args.trained, args.selections, args.scores, args.verify_counts)
-    counts = report.run(p, inputs, args.output_dir)
+    counts = report.run(p, inputs, args.output_dir, args.cluster_logs)
     files = {
         f"{kind}{i}": path
         for kind in ("evals", "trained", "selections", "scores")
@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--scores", many),
         ("--verify-counts", req),
         ("--output-dir", req),
+        ("--cluster-logs", {"default": None, "help": "the SLURM executor's log folder, for the failure list"}),
     )
     pf = sub.add_parser("prefetch", help="download the experiment's hub models and datasets (run with internet)")
     pf.add_argument("--experiment", default="demo")

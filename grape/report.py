@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from collections import Counter
 from dataclasses import dataclass
 from itertools import product
@@ -147,6 +148,21 @@ def score_frame(params: Mapping, files: Mapping) -> pd.DataFrame:
     )
 
 
+def cluster_failures(log_dir: str | None, out: Path) -> pd.DataFrame:
+    """Cluster job attempts that failed: the SLURM executor deletes the logs of successful jobs and keeps the others
+    (`.snakemake/slurm_logs/rule_<rule>/[<wildcards>/]<jobid>.log`), so each log left is a failed (then retried, or
+    given up) attempt. One row per log, with a path relative to the report for the link."""
+    cols = ["rule", "wildcards", "slurm_job", "log"]
+    if not log_dir or not Path(log_dir).is_dir():
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for log in sorted(Path(log_dir).rglob("*.log")):
+        parts = log.relative_to(log_dir).parts
+        rule = parts[0].removeprefix("rule_")
+        rows.append([rule, "/".join(parts[1:-1]), log.stem, os.path.relpath(log.resolve(), out.resolve())])
+    return pd.DataFrame(rows, columns=cols)
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="svg", bbox_inches="tight")
@@ -211,7 +227,7 @@ def _svg_inline(path: Path) -> str:
     return f'<img src="data:image/svg+xml;base64,{base64.b64encode(path.read_bytes()).decode()}"/>'
 
 
-def run(params: Mapping, inputs: Inputs, output_dir: str) -> dict:
+def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | None = None) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,6 +261,14 @@ def run(params: Mapping, inputs: Inputs, output_dir: str) -> dict:
         score_summary.to_html(index=False, float_format="%.3f"),
         _svg_inline(out / "score_dist.svg"),
     ]
+    failures = cluster_failures(cluster_logs, out)
+    if cluster_logs:
+        links = failures.assign(log=[f"<a href='{html.escape(p)}'>{html.escape(p)}</a>" for p in failures["log"]])
+        body += [
+            "<h2>Cluster job failures</h2>",
+            "<p>Attempts that failed on the cluster (retried per --retries); each links its Slurm log.</p>",
+            links.to_html(index=False, escape=False) if len(failures) else "<p>none</p>",
+        ]
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>GRAPE report</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
@@ -255,4 +279,4 @@ def run(params: Mapping, inputs: Inputs, output_dir: str) -> dict:
     with atomic_path(out / "summary.html") as tmp:
         tmp.write_text(page)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return {"rows": len(table)}
+    return {"rows": len(table), "cluster_failures": len(failures)}

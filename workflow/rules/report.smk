@@ -51,4 +51,4 @@ rule report:
     shell:
         "grape report --params {params.cfg:q} --evals {input.evals} --trained {input.trained} "
         "--selections {input.selections} --scores {input.scores} --verify-counts {input.counts} "
-        "--output-dir {params.outdir} > {log} 2>&1"
+        "--output-dir {params.outdir} --cluster-logs .snakemake/slurm_logs > {log} 2>&1"
