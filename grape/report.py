@@ -116,6 +116,51 @@ def results_table(params: Mapping, files: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def training_table(params: Mapping, files: Mapping) -> pd.DataFrame:
+    """How each arm was trained (train_log.json's recipe): processes, accumulation, dtype and why, speed."""
+    rows = []
+    for target in params["targets"]:
+        for arm in params["arms"]:
+            log = read_json(files["trained"][(target, arm)] / "train_log.json")
+            c, r = log["counts"], log.get("recipe", {})
+            rows.append(
+                {
+                    "target": target,
+                    "arm": arm,
+                    "steps": c.get("steps"),
+                    "global_batch": r.get("global_batch"),
+                    "processes": r.get("processes"),
+                    "grad_accum": r.get("grad_accum"),
+                    "padding_free": r.get("padding_free"),
+                    "dtype": r.get("dtype"),
+                    "dtype_reason": r.get("dtype_reason"),
+                    "tokens_per_s": c.get("tokens_per_s"),
+                    "resumed_from": c.get("resumed_from"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def scoring_table(params: Mapping, files: Mapping) -> pd.DataFrame:
+    """Each target's scoring backend, dtype and why (the scores' meta.json); bf16 can flip near-ties, which
+    `python bench/score.py --dtype-fidelity` measures."""
+    rows = []
+    for target in params["targets"]:
+        meta_path = Path(f"{files['scores'][target]}.meta.json")
+        c = read_json(meta_path).get("counts", {}) if meta_path.exists() else {}
+        rows.append(
+            {
+                "target": target,
+                "backend": c.get("backend"),
+                "dtype": c.get("dtype"),
+                "dtype_reason": c.get("dtype_reason"),
+                "scored": c.get("scored"),
+                "skipped": c.get("skipped"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def selection_sources(params: Mapping, files: Mapping) -> pd.DataFrame:
     rows = []
     for target in params["targets"]:
@@ -260,6 +305,12 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
         "<h2>Scores by source</h2>",
         score_summary.to_html(index=False, float_format="%.3f"),
         _svg_inline(out / "score_dist.svg"),
+    ]
+    body += [
+        "<h2>Scoring</h2>",
+        scoring_table(params, files).to_html(index=False),
+        "<h2>Training</h2>",
+        training_table(params, files).to_html(index=False),
     ]
     failures = cluster_failures(cluster_logs, out)
     if cluster_logs:

@@ -200,6 +200,7 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         per_device_train_batch_size=plan["micro_batch"],
         gradient_accumulation_steps=plan["grad_accum"],
         lr_scheduler_type=s["scheduler"],
+        optim=s.get("optim", "adamw_torch"),
         warmup_steps=float(s["warmup_ratio"]),
         max_length=s["max_length"],
         completion_only_loss=True,

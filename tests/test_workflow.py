@@ -117,6 +117,8 @@ def test_lm_eval_metric_and_report(run):
     assert all(float(t["ci_low"]) <= float(t["accuracy"]) <= float(t["ci_high"]) for t in table)
     assert int(next(t for t in table if t["arm"] == "all")["train_examples"]) == len(rows(r / "pool/pool.jsonl"))
     html = (r / "report/summary.html").read_text()
+    assert "<h2>Training</h2>" in html and "<h2>Scoring</h2>" in html and "dtype_reason" in html
+    assert json.loads((r / "scores/tiny_a.jsonl.meta.json").read_text())["counts"]["dtype"] in ("float32", "bfloat16")
     assert "grape" in html and (r / "report/source_share.svg").stat().st_size > 1000
 
 

@@ -18,6 +18,7 @@ The stage is split by concern, and a backend only computes numbers:
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Mapping
 
@@ -101,7 +102,15 @@ def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_o
     scored, skipped = gather_shards(parts)
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
+    how = {}  # backend and dtype (with why) as the shards' meta.json recorded them
+    for path in shard_paths:
+        meta = Path(f"{path}.meta.json")
+        if meta.exists():
+            counts = json.loads(meta.read_text()).get("counts", {})
+            how = {k: counts.get(k) for k in ("backend", "dtype", "dtype_reason")}
+            break
     return {
+        **how,
         "shards": len(parts),
         "empty_shards": sum(1 for a, b in parts if not a and not b),
         **summary(scored, skipped),
