@@ -50,7 +50,9 @@ def load_tokenizer(folder: str | Path, padding_side: str = "right"):
     return tok
 
 
-def load_model(folder: str | Path, dtype=None, device: str | None = None):
+def load_model(folder: str | Path, dtype=None, device: str | None = None, **from_pretrained):
+    """The folder's model in `dtype` (the one dtype rule by default) on `device`; `from_pretrained`: further
+    arguments for transformers (e.g. `attn_implementation`)."""
     from transformers import AutoModelForCausalLM
 
     from grape import runtime
@@ -63,5 +65,6 @@ def load_model(folder: str | Path, dtype=None, device: str | None = None):
         dtype=dtype or runtime.dtype_for(device),
         use_safetensors=True,
         trust_remote_code=manifest.get("trust_remote_code", False),
+        **from_pretrained,
     )
     return model.to(device).eval()

@@ -177,7 +177,10 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     template = Template.from_config(params["template"])
     rows = read_jsonl(selection_path, SELECTION, non_empty="the select stage's training examples")
     tok = model_folder.load_tokenizer(model_dir)
-    model = _load(model_dir, plan, torch)
+    # fp32 master weights on the CPU (the trainer places them); bf16 runs as autocast (TRL's bf16=True)
+    model = model_folder.load_model(
+        model_dir, dtype=torch.float32, device="cpu", attn_implementation=plan["attn_implementation"]
+    )
     dataset, stats = build_dataset(tok, template, rows, s["max_length"])
     peft_config = None
     if s["method"] == "lora":
@@ -255,22 +258,6 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
             shutil.rmtree(ckpt, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return {**counts, "dtype": plan["dtype"], "dtype_reason": plan["dtype_reason"], "grad_accum": plan["grad_accum"]}
-
-
-def _load(model_dir: str, plan: Mapping, torch):
-    from transformers import AutoModelForCausalLM
-
-    from grape import model_folder
-
-    path, manifest = model_folder.resolve(model_dir)
-    return AutoModelForCausalLM.from_pretrained(
-        path,
-        revision=manifest.get("revision"),
-        dtype=torch.float32,  # master weights; bf16 runs as autocast (TRL's bf16=True), as on a GPU
-        use_safetensors=True,
-        attn_implementation=plan["attn_implementation"],
-        trust_remote_code=manifest.get("trust_remote_code", False),
-    )
 
 
 def _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history) -> None:
