@@ -125,12 +125,12 @@ def _run_sft(params, model_dir, selection, out, *launch, wait=True):
     return json.loads((Path(out) / "train_log.json").read_text())
 
 
-def test_two_processes_keep_the_global_batch(tiny_model_dir, tmp_path):
+def test_two_processes_through_accelerate_keep_the_global_batch(tiny_model_dir, tmp_path):
     selection = _selection(tmp_path / "sel.jsonl", n=16)
     params = _params(global_batch=8, batch_size=2, method="full", lr=1e-3)
-    # accelerate 1.15 sends a multi-process CPU config to its single-process launcher (it expects mpirun there);
-    # torchrun is what its multi-GPU launcher runs, so two CPU processes (gloo) start through it directly.
-    launch = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "grape"]
+    # the command the sft rule runs for a 2-GPU job (config/accelerate/ddp.yaml); on CPU the processes use gloo
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+              str(REPO / "config" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "-m", "grape"]  # fmt: skip
     two = _run_sft(params, tiny_model_dir, selection, tmp_path / "two", *launch)
     one = _run_sft(params, tiny_model_dir, selection, tmp_path / "one")
     assert two["recipe"]["processes"] == 2 and two["recipe"]["grad_accum"] == 2
