@@ -1,10 +1,11 @@
 """Forked worker processes for the model-free stages, on the cores a job was given.
 
-Selection on a million-pair pool runs its arm over ~350K instructions and writes ~350K-1M examples; both are plain
-Python per item, so `select` cuts them into one contiguous slice per core and runs each in a forked process
-(`starmap`: the index and scores, set up before the fork, are shared rather than copied or pickled). Results come
-back in slice order and part files are joined in that order (`concat`), so the output is the same file one
-process writes, whatever the number of workers.
+Importing and selecting a million-pair pool is plain Python per row, so the data stage (`grape.data.grouping`:
+byte ranges of the input, then runs of partitions) and `select` (slices of the instructions, then of the picked
+examples) cut their work into one contiguous piece per core and run each in a forked process (`starmap`: state set
+up before the fork, such as the index and scores, is shared rather than copied or pickled). Results come back in
+order and part files are joined in that order (`concat`), so the output is the same file one process writes,
+whatever the number of workers.
 """
 
 from __future__ import annotations
