@@ -123,7 +123,7 @@ def cmd_sample(args):
     from grape import sample
 
     t0, p = time.time(), _load(args, "sample")
-    counts = sample.run(p, args.model, args.train, args.output)
+    counts = sample.run(p, args.model, args.train, args.output, args.missing)
     _finish("sample", p, [args.output], {"model": args.model, "train": args.train}, counts, t0)
 
 
@@ -190,11 +190,13 @@ def cmd_report(args):
     from grape import report
 
     t0, p = time.time(), _load(args, "report")
-    inputs = report.Inputs(args.evals, args.trained, args.selections, args.scores, args.verify_counts)
+    inputs = report.Inputs(
+        args.evals, args.trained, args.selections, args.scores, args.verify_counts, args.candidates or ()
+    )
     counts = report.run(p, inputs, args.output_dir, args.cluster_logs)
     files = {
         f"{kind}{i}": path
-        for kind in ("evals", "trained", "selections", "scores")
+        for kind in ("evals", "trained", "selections", "scores", "candidates")
         for i, path in enumerate(getattr(inputs, kind))
     }
     files["verify_counts"] = inputs.verify_counts
@@ -249,7 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stage("model", cmd_model, "turn one configured model into a model folder", ("--output", req))
     stage(
-        "sample", cmd_sample, "sample candidates from one source", ("--model", req), ("--train", req), ("--output", req)
+        "sample",
+        cmd_sample,
+        "sample candidates from one source (resumes a killed run)",
+        ("--model", req),
+        ("--train", req),
+        ("--output", req),
+        ("--missing", {"default": None, "help": "requests that failed after retries (JSONL)"}),
     )
     stage(
         "verify",
@@ -309,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--scores", many),
         ("--verify-counts", req),
         ("--output-dir", req),
+        ("--candidates", {"nargs": "*", "default": [], "help": "the sample stage's outputs (for the cost table)"}),
         ("--cluster-logs", {"default": None, "help": "the SLURM executor's log folder, for the failure list"}),
     )
     pf = sub.add_parser("prefetch", help="download the experiment's hub models and datasets (run with internet)")

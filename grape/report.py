@@ -37,6 +37,7 @@ class Inputs:
     selections: Sequence[str]  # selections/<target>/<arm>.jsonl for arm in arms
     scores: Sequence[str]  # scores/<target>.jsonl
     verify_counts: str  # pool/verify_counts.json
+    candidates: Sequence[str] = ()  # candidates/<source>.jsonl (their meta.json holds the sampling cost)
 
     def keyed(self, params: Mapping) -> dict:
         """Map each (target, arm) to its files, checking that the names agree with the order."""
@@ -156,6 +157,31 @@ def scoring_table(params: Mapping, files: Mapping) -> pd.DataFrame:
                 "dtype_reason": c.get("dtype_reason"),
                 "scored": c.get("scored"),
                 "skipped": c.get("skipped"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sampling_cost(candidates: Sequence[str]) -> pd.DataFrame:
+    """Per source: requests, prompt and completion tokens, failures, wall time, resumed chunks (the sample stage's
+    meta.json)."""
+    rows = []
+    for path in candidates:
+        meta_path = Path(f"{path}.meta.json")
+        meta = read_json(meta_path) if meta_path.exists() else {}
+        c = meta.get("counts", {})
+        cost = c.get("cost", {})
+        rows.append(
+            {
+                "source": meta.get("params", {}).get("source", Path(path).stem),
+                "backend": meta.get("params", {}).get("sample", {}).get("backend"),
+                "candidates": c.get("candidates"),
+                "requests": cost.get("requests"),
+                "prompt_tokens": cost.get("prompt_tokens"),
+                "completion_tokens": cost.get("completion_tokens"),
+                "failures": cost.get("failures"),
+                "wall_seconds": cost.get("wall_seconds"),
+                "chunks_resumed": c.get("chunks_resumed"),
             }
         )
     return pd.DataFrame(rows)
@@ -307,6 +333,8 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
         _svg_inline(out / "score_dist.svg"),
     ]
     body += [
+        "<h2>Sampling cost</h2>",
+        sampling_cost(inputs.candidates).to_html(index=False) if inputs.candidates else "<p>no sampling</p>",
         "<h2>Scoring</h2>",
         scoring_table(params, files).to_html(index=False),
         "<h2>Training</h2>",

@@ -40,6 +40,9 @@ def test_data_candidates_pool(run):
         cands = rows(r / f"candidates/{source}.jsonl")
         assert len(cands) == 6 * 2
         assert {c["sampling"]["temperature"] for c in cands} == {0.8}
+        cost = json.loads((r / f"candidates/{source}.jsonl.meta.json").read_text())["counts"]["cost"]
+        assert cost["requests"] == 12 and cost["failures"] == 0 and cost["completion_tokens"] > 0
+        assert (r / f"candidates/missing/{source}.jsonl").read_text() == ""
     pool = rows(r / "pool/pool.jsonl")
     counts = json.loads((r / "pool/verify_counts.json").read_text())
     assert len(pool) == sum(c["kept"] for c in counts) == 6 + 24 - sum(c["dropped_empty"] for c in counts)
@@ -117,6 +120,7 @@ def test_lm_eval_metric_and_report(run):
     assert all(float(t["ci_low"]) <= float(t["accuracy"]) <= float(t["ci_high"]) for t in table)
     assert int(next(t for t in table if t["arm"] == "all")["train_examples"]) == len(rows(r / "pool/pool.jsonl"))
     html = (r / "report/summary.html").read_text()
+    assert "<h2>Sampling cost</h2>" in html and "completion_tokens" in html
     assert "<h2>Training</h2>" in html and "<h2>Scoring</h2>" in html and "dtype_reason" in html
     assert json.loads((r / "scores/tiny_a.jsonl.meta.json").read_text())["counts"]["dtype"] in ("float32", "bfloat16")
     assert "grape" in html and (r / "report/source_share.svg").stat().st_size > 1000

@@ -1,12 +1,11 @@
-"""`sample.backend: hf`: transformers `generate` on the local device (CPU or one GPU), batch by batch.
+"""`sample.backend: hf`: transformers `generate` on the local device (CPU or one GPU), one chunk per call.
 
-Each batch is seeded from the experiment seed and its index, so a rerun with the same config regenerates
-the same candidates.
+Each chunk (`sample.batch_size` instructions, see `grape.sample.checkpoint`) is seeded from the experiment seed and
+its index, so a rerun, or a resumed run that asks for some chunks only, regenerates the same candidates.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterator, Mapping
 
 from tqdm import tqdm
@@ -15,8 +14,8 @@ from grape.sample.prompts import build_prompt, cut_at_stop
 from grape.template import Template
 
 
-def generate(params: Mapping, model_dir: str, rows: list[dict]) -> Iterator[tuple[dict, int, str, str]]:
-    """Yield (instruction row, sample index, text, finish reason) for every row x sample, in order."""
+def generate(params: Mapping, model_dir: str, chunks: list[tuple[int, list[dict]]]) -> Iterator[tuple[int, list]]:
+    """Yield (chunk index, results) for every chunk: a result per row x sample, in order (see grape.sample)."""
     import torch
 
     from grape import model_folder, runtime
@@ -27,13 +26,11 @@ def generate(params: Mapping, model_dir: str, rows: list[dict]) -> Iterator[tupl
     tok = model_folder.load_tokenizer(model_dir, padding_side="left")
     model = model_folder.load_model(model_dir)
     add_special = params["prompt_format"] != "chat"  # chat templates already contain BOS
-    n_batches = math.ceil(len(rows) / s["batch_size"])
-    for b in tqdm(range(n_batches), desc=f"sample {source}", unit="batch"):
-        batch = rows[b * s["batch_size"] : (b + 1) * s["batch_size"]]
+    for c, batch in tqdm(chunks, desc=f"sample {source}", unit="batch"):
         prompts = [build_prompt(tok, template, params["prompt_format"], r["instruction"]) for r in batch]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(model.device)
-        # Seed per batch so a rerun with the same config regenerates the same candidates.
-        torch.manual_seed(params["seed"] * 1_000_003 + b)
+        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        torch.manual_seed(params["seed"] * 1_000_003 + c)  # by chunk index: the same text however the run went
         with torch.inference_mode():
             gen = model.generate(
                 **enc,
@@ -47,8 +44,20 @@ def generate(params: Mapping, model_dir: str, rows: list[dict]) -> Iterator[tupl
                 pad_token_id=tok.pad_token_id,
             )
         new = gen[:, enc["input_ids"].shape[1] :]
+        results = []
         for j, ids in enumerate(new):
             ids = ids[ids != tok.pad_token_id] if tok.pad_token_id != tok.eos_token_id else ids
-            hit_eos = bool((ids == tok.eos_token_id).any())
+            eos = (ids == tok.eos_token_id).nonzero()
+            hit_eos = bool(len(eos))
             text, stopped = cut_at_stop(tok.decode(ids, skip_special_tokens=True), s["stop"])
-            yield batch[j // s["n"]], j % s["n"], text.strip(), "stop" if stopped else ("eos" if hit_eos else "length")
+            results.append(
+                {
+                    "row": batch[j // s["n"]],
+                    "k": j % s["n"],
+                    "text": text.strip(),
+                    "finish": "stop" if stopped else ("eos" if hit_eos else "length"),
+                    "prompt_tokens": int(prompt_tokens[j // s["n"]]),
+                    "completion_tokens": int(eos[0, 0]) + 1 if hit_eos else len(ids),
+                }
+            )
+        yield c, results

@@ -11,6 +11,7 @@ rule report:
         ),
         scores=expand(f"{RESULTS}/scores/{{target}}.jsonl", target=CFG["targets"]),
         counts=f"{RESULTS}/pool/verify_counts.json",
+        candidates=expand(f"{RESULTS}/candidates/{{source}}.jsonl", source=CFG["sources"]),
     output:
         table=report(
             f"{RESULTS}/report/results.csv", caption="../report/results.rst", category="Results"
@@ -51,4 +52,4 @@ rule report:
     shell:
         "grape report --params {params.cfg:q} --evals {input.evals} --trained {input.trained} "
         "--selections {input.selections} --scores {input.scores} --verify-counts {input.counts} "
-        "--output-dir {params.outdir} --cluster-logs .snakemake/slurm_logs > {log} 2>&1"
+        "--output-dir {params.outdir} --candidates {input.candidates} --cluster-logs .snakemake/slurm_logs > {log} 2>&1"

@@ -3,7 +3,8 @@ rule sample:
         model=f"{RESULTS}/models/{{source}}",
         train=f"{RESULTS}/data/train.jsonl",
     output:
-        f"{RESULTS}/candidates/{{source}}.jsonl",
+        candidates=f"{RESULTS}/candidates/{{source}}.jsonl",
+        missing=f"{RESULTS}/candidates/missing/{{source}}.jsonl",
     log:
         f"{RESULTS}/logs/sample/{{source}}.log",
     conda:
@@ -15,4 +16,4 @@ rule sample:
         cfg=slice_of("sample"),
     shell:
         "grape sample --params {params.cfg:q} --threads {threads} "
-        "--model {input.model} --train {input.train} --output {output} > {log} 2>&1"
+        "--model {input.model} --train {input.train} --output {output.candidates} --missing {output.missing} > {log} 2>&1"
