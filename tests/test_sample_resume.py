@@ -59,3 +59,41 @@ def test_a_killed_sampling_job_resumes_with_only_the_missing_chunks(tiny_model_d
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
     assert not Path(f"{out}.partial").exists() and not done.exists()
     assert os.path.getsize(f"{out}.missing") == 0
+
+
+def generate(params, model_dir, chunks):
+    """A backend of the suite's own interface (not a library stand-in) whose requests for odd instructions fail
+    after its retries: what a remote backend reports for prompts it gave up on."""
+    for c, rows in chunks:
+        out = []
+        for row in rows:
+            for k in range(params["sample"]["n"]):
+                if int(row["id"][1:]) % 2:
+                    out.append({"row": row, "k": k, "error": "HTTP 503 after 5 retries"})
+                else:
+                    out.append({"row": row, "k": k, "text": "It is 1.", "finish": "stop", "prompt_tokens": 7,
+                                "completion_tokens": 4})  # fmt: skip
+        yield c, out
+
+
+def test_requests_that_still_fail_are_listed_counted_and_bounded(tmp_path, monkeypatch):
+    import pytest
+
+    from grape import sample
+
+    monkeypatch.setitem(sample.BACKENDS, "failing", __name__)
+    cfg = gconfig.compose("tiny", ["sample.batch_size=2"])
+    params = gconfig.stage_params(cfg, "sample", source="tiny_a")
+    params["sample"] = {**params["sample"], "backend": "failing", "allow_missing": 0.6}
+    train = _train(tmp_path / "train.jsonl", 6)
+    counts = sample.run(params, "unused", str(train), str(tmp_path / "c.jsonl"), str(tmp_path / "m.jsonl"))
+    missing = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert counts["missing"] == len(missing) == 6 and counts["candidates"] == 6 and counts["cost"]["failures"] == 6
+    assert {(m["instruction_id"], m["sample_index"]) for m in missing} == {
+        (f"q{i:03d}", k) for i in (1, 3, 5) for k in (0, 1)
+    }
+    assert all(m["error"] == "HTTP 503 after 5 retries" for m in missing)
+    params["sample"]["allow_missing"] = 0.1
+    with pytest.raises(ValueError, match=r"6 of 12 requests to tiny_a failed after retries"):
+        sample.run(params, "unused", str(train), str(tmp_path / "d.jsonl"), str(tmp_path / "n.jsonl"))
+    assert not (tmp_path / "d.jsonl").exists()
