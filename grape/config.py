@@ -223,6 +223,11 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
             **common,
             "source": wc["source"],
             "prompt_format": cfg["models"][wc["source"]]["prompt_format"],
+            **(
+                {"endpoint": cfg["models"][wc["source"]]["endpoint"]}
+                if cfg["models"][wc["source"]].get("endpoint")
+                else {}
+            ),
             "sample": cfg["sample"],
             "template": cfg["template"],
         }

