@@ -5,11 +5,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed
+# vLLM (sampling/scoring backend `vllm`, and the server the openai backend is tested against) pins its own torch and
+# transformers: its own venv, built once and reused by every test that needs it.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
 # Jobs call the `grape` command of this venv: put it first on PATH (as `source .venv/bin/activate` does).
 RUN    := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install vllm-env demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -20,13 +24,23 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm.txt pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
 # The embedded demo experiment, then Snakemake's self-contained HTML report.
 demo: $(STAMP)
 	$(RUN) $(BIN)/snakemake --cores $(CORES)
 	$(RUN) $(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
 
 # The whole test suite: lints, unit tests, the layout rules, and the real workflow end to end on `tiny`.
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(RUN) $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -107,3 +107,14 @@ def dtype_for(dev: str | None = None):
     import torch
 
     return getattr(torch, dtype_name(dev))
+
+
+def gpus_of_this_job() -> int:
+    """Tensor parallel size for vLLM: every GPU the job was given (Slurm's --gpus sets CUDA_VISIBLE_DEVICES); 1 on
+    CPU."""
+    try:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    except Exception:  # no CUDA build
+        return 1

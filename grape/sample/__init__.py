@@ -24,7 +24,7 @@ from grape.contracts import TRAIN
 from grape.io import read_jsonl, write_jsonl
 
 # sample.backend -> module with generate(params, model_dir, rows)
-BACKENDS = {"hf": "grape.sample.hf", "openai": "grape.sample.openai"}
+BACKENDS = {"hf": "grape.sample.hf", "vllm": "grape.sample.vllm", "openai": "grape.sample.openai"}
 FINISH_REASONS = ("stop", "length", "eos")
 
 

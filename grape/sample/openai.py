@@ -16,19 +16,14 @@ missing file and counts it). Usage (prompt and completion tokens) comes from the
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 from typing import Iterator, Mapping
 
+from grape.sample.prompts import request_seed
 from grape.template import Template
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-def request_seed(seed: int, instruction_id: str) -> int:
-    digest = hashlib.blake2b(f"{seed}:{instruction_id}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 def _body(params: Mapping, endpoint: Mapping, template: Template, row: Mapping) -> tuple[str, dict]:

@@ -23,3 +23,12 @@ def build_prompt(tokenizer, template: Template, prompt_format: str, instruction:
             [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
         )
     return template.render_prompt(instruction)
+
+
+def request_seed(seed: int, instruction_id: str) -> int:
+    """One instruction's sampling seed (vllm, openai backends): from the experiment seed and the instruction id, so
+    it does not depend on batching, order or which chunks a resumed run asks for."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}:{instruction_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF

@@ -48,18 +48,8 @@ def load_llm(model_dir: str, max_length: int, dtype: str | None = None, seed: in
     }
     if manifest.get("revision"):
         kwargs["revision"] = manifest["revision"]
-    kwargs.setdefault("tensor_parallel_size", gpus_of_this_job())
+    kwargs.setdefault("tensor_parallel_size", runtime.gpus_of_this_job())
     return LLM(model=path, **kwargs)
-
-
-def gpus_of_this_job() -> int:
-    """Tensor parallel size: every GPU the job was given (Slurm's --gpus sets CUDA_VISIBLE_DEVICES); 1 on CPU."""
-    try:
-        import torch
-
-        return max(1, torch.cuda.device_count())
-    except Exception:  # no CUDA build
-        return 1
 
 
 class VllmScorer:

@@ -65,6 +65,21 @@ def job_resources(stage, wildcard=None):
     }
 
 
+VLLM_ENV = "../../envs/vllm.yaml"
+
+
+def uses_vllm(stage):
+    return CFG[stage]["backend"] == "vllm"
+
+
+def grape_command(stage):
+    """`grape`, or the vLLM venv's `grape` when the stage's backend is vllm (vLLM pins its own torch/transformers)."""
+    if not uses_vllm(stage) or not CFG.get("vllm_env"):
+        return "grape"
+    env = CFG["vllm_env"] if os.path.isabs(CFG["vllm_env"]) else os.path.join(BASE, CFG["vllm_env"])
+    return os.path.join(env, "bin", "grape")
+
+
 def sft_launcher(wc):
     """`grape` for one process; `accelerate launch` with the job's GPU count (config/accelerate/) for several."""
     gpus = gresources.for_job(CFG, "sft", wc.target).get("gpu", 0)

@@ -8,12 +8,13 @@ rule sample:
     log:
         f"{RESULTS}/logs/sample/{{source}}.log",
     conda:
-        ENV
+        VLLM_ENV if uses_vllm("sample") else ENV
     threads: THREADS
     resources:
         **job_resources("sample", "source"),
     params:
         cfg=slice_of("sample"),
+        grape=grape_command("sample"),
     shell:
-        "grape sample --params {params.cfg:q} --threads {threads} "
+        "{params.grape} sample --params {params.cfg:q} --threads {threads} "
         "--model {input.model} --train {input.train} --output {output.candidates} --missing {output.missing} > {log} 2>&1"

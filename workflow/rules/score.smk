@@ -8,15 +8,16 @@ rule score_shard:
     log:
         f"{RESULTS}/logs/score/{{target}}/shard{{shard}}-of-{SHARD_COUNT}.log",
     conda:
-        ENV
+        VLLM_ENV if uses_vllm("score") else ENV
     threads: THREADS
     resources:
         **job_resources("score", "target"),
     params:
         cfg=slice_of("score"),
+        grape=grape_command("score"),
         shards=SHARD_COUNT,
     shell:
-        "grape score --params {params.cfg:q} --threads {threads} "
+        "{params.grape} score --params {params.cfg:q} --threads {threads} "
         "--shard {wildcards.shard} --shards {params.shards} --model {input.model} --pool {input.pool} "
         "--output {output.scores} --skipped {output.skipped} > {log} 2>&1"
 
