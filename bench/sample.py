@@ -9,8 +9,10 @@ n samples, `--max-new-tokens` with no stop strings, so every sample runs to the 
   vllm        vLLM's offline engine (.venv-vllm)
   openai c=1  the openai backend at concurrency 1, against vLLM's OpenAI-compatible server on 127.0.0.1
   openai c=32 the same at concurrency 32
-Reported: completion tokens per second (from the stage's cost counts, over the stage's wall time, so engine start
-is included for hf and vllm but not the server's start), and ratios. Needs `make vllm-env`.
+  vllm engine LLM.generate alone on the same prompts (no engine start, after a warm-up): the offline engine's rate
+Reported: completion tokens per second (the stage's cost counts over its wall time, so model loading and engine
+start are included for hf and vllm, not the server's start), and ratios to the engine alone and to concurrency 1.
+Needs `make vllm-env`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,36 @@ def run(grape: str, params: dict, model: str, train: Path, out: Path) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd[:2])} failed:\n{proc.stderr[-3000:]}")
     return json.loads(Path(f"{out}.meta.json").read_text())["counts"]
+
+
+ENGINE = """
+import json, sys, time
+from vllm import LLM, SamplingParams
+model, train, n, max_tokens, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+prompts = ["Question: " + json.loads(l)["instruction"] + "\\nAnswer:" for l in open(train)]
+llm = LLM(model=model, dtype=dtype, max_model_len=512, enforce_eager=True, seed=0)
+sp = SamplingParams(n=n, temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=0)
+llm.generate(prompts[:2], sp, use_tqdm=False)
+t = time.perf_counter()
+outs = llm.generate(prompts, sp, use_tqdm=False)
+dt = time.perf_counter() - t
+print("RESULT", json.dumps({"seconds": dt, "tokens": sum(len(o.token_ids) for r in outs for o in r.outputs)}))
+"""
+
+
+def engine_only(model: Path, train: Path, args) -> dict:
+    """vLLM's LLM.generate on the same prompts, timed alone (engine start and a warm-up excluded): the offline
+    engine's own rate, what the HTTP path is compared with."""
+    from grape import runtime
+
+    cmd = [str(VENV / "bin" / "python"), "-c", ENGINE, str(model), str(train), str(args.n), str(args.max_new_tokens),
+           runtime.dtype_name()]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"vllm engine failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(line[7:])
+    return {"cost": {"wall_seconds": r["seconds"], "completion_tokens": r["tokens"]}}
 
 
 def main() -> None:
@@ -73,6 +105,7 @@ def main() -> None:
         rows = [("hf", run(str(Path(sys.executable).parent / "grape"), params(), str(model), train, d / "hf.jsonl"))]
         rows.append(("vllm", run(str(VENV / "bin" / "grape"), params("sample.backend=vllm"), str(model), train,
                                  d / "vllm.jsonl")))  # fmt: skip
+        rows.append(("vllm engine", engine_only(model, train, args)))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -101,12 +134,12 @@ def main() -> None:
     print(f"\nCPU: {runtime.cpu_summary()}; dtype {runtime.dtype_name()}")
     print(f"tiny random Llama (hidden 128, 2 layers), {args.prompts} prompts x {args.n} samples, "
           f"max_new_tokens {args.max_new_tokens}, {args.threads} threads\n")  # fmt: skip
-    print(f"{'method':12} {'seconds':>8} {'compl tok':>10} {'tok/s':>8} {'x vllm':>7} {'x c=1':>7}")
+    print(f"{'method':12} {'seconds':>8} {'compl tok':>10} {'tok/s':>8} {'x engine':>8} {'x c=1':>7}")
     print("-" * 58)
     rate = {name: c["cost"]["completion_tokens"] / c["cost"]["wall_seconds"] for name, c in rows}
     for name, c in rows:
         print(f"{name:12} {c['cost']['wall_seconds']:>8.1f} {c['cost']['completion_tokens']:>10,} {rate[name]:>8,.0f} "
-              f"{rate[name] / rate['vllm']:>7.2f} {rate[name] / rate.get('openai c=1', rate[name]):>7.2f}")  # fmt: skip
+              f"{rate[name] / rate['vllm engine']:>8.2f} {rate[name] / rate.get('openai c=1', rate[name]):>7.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
