@@ -97,3 +97,25 @@ def test_requests_that_still_fail_are_listed_counted_and_bounded(tmp_path, monke
     with pytest.raises(ValueError, match=r"6 of 12 requests to tiny_a failed after retries"):
         sample.run(params, "unused", str(train), str(tmp_path / "d.jsonl"), str(tmp_path / "n.jsonl"))
     assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_a_torn_index_line_vouches_for_nothing_and_appends_stay_readable(tmp_path):
+    from grape.sample import checkpoint
+
+    out = str(tmp_path / "c.jsonl")
+    w = checkpoint.Writer(out, 0)
+    w.chunk(0, [{"candidate_id": "a"}])
+    w.chunk(1, [{"candidate_id": "b"}])
+    w.close()
+    data, done = checkpoint.partial_paths(out)
+    with open(data, "ab") as fh:
+        fh.write(b'{"chunk": 2, "candidate_id": "c"}\n')  # chunk 2's rows, then killed while writing its index line
+    with open(done, "a") as fh:
+        fh.write('{"chunk": 2, "by')
+    got, size = checkpoint.load_done(out)
+    assert got == {0, 1} and [r["candidate_id"] for r in checkpoint.read_partial(out)] == ["a", "b"]
+    w = checkpoint.Writer(out, size)
+    w.chunk(2, [{"candidate_id": "c2"}])
+    w.close()
+    assert checkpoint.load_done(out)[0] == {0, 1, 2}
+    assert [r["candidate_id"] for r in checkpoint.read_partial(out)] == ["a", "b", "c2"]

@@ -29,18 +29,27 @@ def chunks(rows: list[dict], size: int) -> list[tuple[int, list[dict]]]:
     return [(c, rows[i : i + size]) for c, i in enumerate(range(0, len(rows), size))]
 
 
+def _index(done_path: Path) -> list[dict]:
+    """The index lines that vouch for chunks; a torn last line (killed while writing it) vouches for nothing."""
+    lines = [line for line in done_path.read_text().splitlines() if line.strip()] if done_path.exists() else []
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise
+    return entries
+
+
 def load_done(out: str) -> tuple[set[int], int]:
     """(chunk indices already done, byte length of the partial file that holds exactly them)."""
     data, done_path = partial_paths(out)
-    if not data.exists() or not done_path.exists():
+    if not data.exists():
         return set(), 0
-    done, size = set(), 0
-    for line in done_path.read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            done.add(entry["chunk"])
-            size = entry["bytes"]
-    return done, size
+    entries = _index(done_path)
+    return {e["chunk"] for e in entries}, (entries[-1]["bytes"] if entries else 0)
 
 
 class Writer:
@@ -52,7 +61,10 @@ class Writer:
         self.data = open(self.data_path, mode)
         self.data.truncate(keep_bytes)  # drop a tail written after the last chunk listed as done
         self.data.seek(keep_bytes)
-        self.done = open(self.done_path, "a")
+        # the index rewritten without a torn last line (so appends stay parseable); none without its data file
+        entries = _index(self.done_path) if mode == "r+b" else []
+        self.done = open(self.done_path, "w")
+        self.done.writelines(json.dumps(e) + "\n" for e in entries)
 
     def chunk(self, index: int, rows: Iterable[dict]) -> None:
         for row in rows:
