@@ -75,9 +75,6 @@ class PaddingFreeCollator:
     that lets examples attend to each other (tests/test_sft.py shows the losses differ), so on CPU this one is used.
     Labels: the response tokens (TRL's `labels`, or `completion_mask`), never the first token of an example."""
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
@@ -226,7 +223,7 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     )
     collator = None  # TRL's: padded batches, or padding-free through flash attention's varlen kernels
     if plan["padding_free"] and plan["attn_implementation"] != "flash_attention_2":
-        collator = PaddingFreeCollator(tok.pad_token_id)
+        collator = PaddingFreeCollator()
     trainer = SFTTrainer(
         model=model,
         args=args,

@@ -69,7 +69,7 @@ def test_padding_free_batches_give_the_same_per_example_losses(tiny):
 
     def losses(padding_free: bool) -> list[float]:
         if padding_free:
-            batch = sft.PaddingFreeCollator(tok.pad_token_id)(examples)
+            batch = sft.PaddingFreeCollator()(examples)
         else:
             batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(examples)
         labels = batch.pop("labels")

@@ -146,7 +146,7 @@ class Grouped:
         return grouper
 
 
-_JOB: list = []  # (Grouped, Grouper, parts) while phase-1 workers fork; (Grouped, Grouper, check) for phase 2
+_JOB: list = []  # (Grouped, Grouper, parts) while phase-1 workers fork; (Grouped, Grouper, write_part) for phase 2
 
 
 def _progress(rows, desc: str, total=None):

@@ -192,9 +192,8 @@ def _json_rows(path: Path, span: tuple[int, int] | None = None) -> Iterator[tupl
 
     with open(path, "rb") as fh:
         head = fh.read(64).lstrip()
-    if span is None and head.startswith(
-        b"["
-    ):  # one JSON array: the older hub files; read through the datasets JSON loader
+    # one JSON array (the older hub files): read through the datasets JSON loader
+    if span is None and head.startswith(b"["):
         import datasets
 
         ds = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True)

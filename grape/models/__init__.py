@@ -7,7 +7,8 @@ Kinds (`KINDS`, the schema's `models.*.kind` enum):
 - `random`: a small randomly initialised Llama with a tokenizer trained here, for tests (`random_init.py`);
 - `hf`: a hub id or local path, left where it is; the manifest records where to load it from;
 - `endpoint`: a model behind an OpenAI-compatible server (`sample.backend: openai`); the manifest records it.
-A new kind is a function `build(cfg, out) -> extra manifest fields` added to `KINDS`.
+A new kind is a function `build(cfg, out, experiment) -> extra manifest fields` added to `KINDS` (`experiment`:
+named in the prefetch command when something is missing from the offline cache).
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ def _by_reference(cfg: Mapping, out: Path, experiment: str | None = None) -> dic
     return {"path": path, "revision": revision}
 
 
-def _remote(cfg: Mapping, out: Path) -> dict:
+def _remote(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
     """`endpoint`: a model behind an OpenAI-compatible server; nothing local (the key is read at request time)."""
     return {"endpoint": dict(cfg["endpoint"])}
 
 
-# kind -> "module:function" (imported when used) or a function; build(cfg, out_folder) -> extra manifest fields
+# kind -> "module:function" (imported when used) or a function; build(cfg, out_folder, experiment) -> manifest fields
 KINDS = {
     "gguf_package": "grape.models.gguf:build",
     "random": "grape.models.random_init:build",
@@ -67,8 +68,7 @@ def materialise(name: str, cfg: Mapping, out: str | Path, experiment: str | None
     build = builder(cfg["kind"])
     with atomic_path(out, directory=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        extra = build(cfg, tmp, experiment) if build is _by_reference else build(cfg, tmp)
-        manifest.update(extra or {})
+        manifest.update(build(cfg, tmp, experiment) or {})
         write_manifest(tmp, manifest)
         write_meta(tmp, "model", {"name": name, "model": dict(cfg)})
     return manifest

@@ -28,7 +28,7 @@ def _gguf_location(cfg: Mapping, workdir: Path) -> tuple[Path, str]:
     return base, cfg["file"]
 
 
-def build(cfg: Mapping, out: Path) -> dict:
+def build(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -46,7 +46,7 @@ ARCHITECTURES = {  # architecture -> (config class, model class, what sets the f
 }
 
 
-def build(cfg: Mapping, out: Path) -> dict:
+def build(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
     import torch
     import transformers
 

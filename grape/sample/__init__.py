@@ -23,7 +23,7 @@ from typing import Mapping
 from grape.contracts import TRAIN
 from grape.io import read_jsonl, write_jsonl
 
-# sample.backend -> module with generate(params, model_dir, rows)
+# sample.backend -> module with generate(params, model_dir, chunks)
 BACKENDS = {"hf": "grape.sample.hf", "vllm": "grape.sample.vllm", "openai": "grape.sample.openai"}
 FINISH_REASONS = ("stop", "length", "eos")
 
@@ -81,7 +81,7 @@ def run(params: Mapping, model_dir: str, train_path: str, out: str, missing_out:
     for row in out_rows:
         row.pop("chunk", None)
     expected = len(rows) * s["n"]
-    missing_path = missing_out or str(Path(out).with_suffix("")) + ".missing.jsonl"
+    missing_path = missing_out or str(Path(out).parent / "missing" / Path(out).name)  # the workflow's layout
     write_jsonl(missing_path, missing)
     share = len(missing) / expected if expected else 0.0
     if share > s.get("allow_missing", 0.0):
@@ -106,7 +106,7 @@ def run(params: Mapping, model_dir: str, train_path: str, out: str, missing_out:
             "completion_tokens": cost["completion_tokens"],
             "failures": len(missing),
             "wall_seconds": round(time.time() - t0, 2),
-        },  # fmt: skip
+        },
     }
 
 
