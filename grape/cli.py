@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from grape import config as gconfig
-from grape import runtime
+from grape import runtime, vllm_engine
 
 # stage -> the names (wildcards) its slice depends on: CLI flag -> key in stage_params
 NAMES = {
@@ -352,6 +352,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        vllm_engine.exit_if_used(0)  # outputs are written; vLLM's own finalisers may abort (grape.vllm_engine)
     except (gconfig.ConfigError, ValueError, OSError, ImportError) as err:
         print(f"grape {args.stage}: error: {err}", file=sys.stderr)
         return 2

@@ -77,3 +77,34 @@ def snakemake(workdir, *args: str, timeout: int = 1200):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_in_own_group(cmd, env, timeout: int):
+    """Run `cmd` in a process group of its own; return (CompletedProcess, what was still alive in the group after
+    it exited). vLLM starts engine and worker processes that spin on the CPU: one left behind by a crashed parent
+    would slow every later test, so whatever is left is killed, and the caller can assert nothing was."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        left = []
+        time.sleep(0.5)  # children that are ending on their own get the chance
+        for pid_dir in os.listdir("/proc"):
+            if pid_dir.isdigit():
+                try:
+                    state = open(f"/proc/{pid_dir}/stat").read().rsplit(")", 1)[1].split()[0]
+                    if os.getpgid(int(pid_dir)) == proc.pid and state != "Z":  # a zombie has ended
+                        left.append(open(f"/proc/{pid_dir}/cmdline").read().replace("\0", " ")[:120])
+                except (ProcessLookupError, PermissionError, FileNotFoundError):
+                    pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), left

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, run_in_own_group
 
 from grape import config as gconfig
 
@@ -43,8 +44,9 @@ def _params(backend: str, *extra: str) -> dict:
 def _sample(grape: str, params: dict, model, train, out) -> dict:
     cmd = [grape, "sample", "--params", json.dumps(params), "--model", str(model), "--train", str(train),
            "--output", str(out), "--missing", f"{out}.missing"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    proc, left = run_in_own_group(cmd, ENV, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not left, f"processes outlived `grape sample`: {left}"  # the engine was shut down (grape.vllm_engine)
     return json.loads(Path(f"{out}.meta.json").read_text())["counts"]
 
 
@@ -76,7 +78,7 @@ def test_the_openai_backend_against_a_vllm_server(tiny_model_dir, tmp_path):
         [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
          "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
          "--enforce-eager", "--served-model-name", "tiny"],
-        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, env=ENV,
+        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.time() + 300
@@ -100,7 +102,13 @@ def test_the_openai_backend_against_a_vllm_server(tiny_model_dir, tmp_path):
         assert log.count("POST /v1/completions") == 16  # one request per instruction per run, none twice
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        finally:
+            try:
+                os.killpg(server.pid, signal.SIGKILL)  # its engine and workers too
+            except ProcessLookupError:
+                pass
 
 
 @needs_vllm
@@ -117,8 +125,9 @@ def test_the_vllm_scoring_backend_runs_in_its_env_and_matches_the_reference(tiny
         p["score"] = {**p["score"], "backend": name}
         cmd = [grape, "score", "--params", json.dumps(p), "--model", str(tiny_model_dir), "--pool", str(pool),
                "--output", str(tmp_path / f"{name}.jsonl"), "--skipped", str(tmp_path / f"{name}.skipped.jsonl")]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+        proc, left = run_in_own_group(cmd, ENV, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
+        assert not left, f"processes outlived `grape score`: {left}"
         out[name] = {
             r["candidate_id"]: r for r in map(json.loads, (tmp_path / f"{name}.jsonl").read_text().splitlines())
         }

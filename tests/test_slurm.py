@@ -38,21 +38,39 @@ def cluster():
     subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, env=env, timeout=120)
 
 
+def _cluster_state() -> str:
+    """What Slurm says about its node, queue and recent jobs, and the end of its daemons' logs: printed when the
+    run does not finish, so a CI failure says why."""
+    parts = []
+    for cmd in (["sinfo", "-N", "-l"], ["sinfo", "-R"], ["squeue", "-l"], ["scontrol", "show", "node"]):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        parts.append(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+    for log in ("slurmctld.log", "slurmd.log"):
+        path = Path("/tmp/grape-slurm/log") / log
+        if path.exists():
+            parts.append(f"--- {path} (end)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
+    return "\n".join(parts)
+
+
 def test_tiny_through_the_slurm_executor_matches_the_local_run(cluster, tiny_run, tmp_path):
     _, local = tiny_run
-    proc = snakemake(
-        tmp_path,
-        "--profile", str(REPO / "profiles/slurm"),
-        "--config", "experiment=tiny",
-        "--jobs", "4",
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "2",
-        "--slurm-no-account",
-        "--latency-wait", "5",
-        timeout=1500,
-    )  # fmt: skip
+    try:
+        proc = snakemake(
+            tmp_path,
+            "--profile", str(REPO / "profiles/slurm"),
+            "--config", "experiment=tiny",
+            "--jobs", "4",
+            "--slurm-status-command", "squeue",
+            "--slurm-init-seconds-before-status-checks", "2",
+            "--slurm-no-account",
+            "--latency-wait", "5",
+            timeout=900,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as err:
+        said = (err.stderr or b"").decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        pytest.fail(f"the run through Slurm did not finish in {err.timeout} s\n{said[-5000:]}\n{_cluster_state()}")
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    assert proc.returncode == 0, out[-6000:] + "\n" + _cluster_state()
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
     assert len(submitted) >= 30, "the jobs did not go through sbatch"  # every job but the local `all`
     assert not (tmp_path / ".snakemake" / "slurm_logs").exists() or not list(

@@ -20,20 +20,20 @@ from grape.template import Template
 
 def generate(params: Mapping, model_dir: str, chunks: list[tuple[int, list[dict]]]) -> Iterator[tuple[int, list]]:
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import SamplingParams
     except ImportError as err:
         raise ImportError(
             f"sample.backend vllm needs vLLM ({err}); it lives in its own environment: `make vllm-env` "
             "(CPU) or envs/vllm.yaml, and the sample rule runs there"
         ) from err
-    from grape import model_folder, runtime
+    from grape import model_folder, runtime, vllm_engine
 
     runtime.set_offline()
     s, source = params["sample"], params["source"]
     template = Template.from_config(params["template"])
     tok = model_folder.load_tokenizer(model_dir)
     path, manifest = model_folder.resolve(model_dir)
-    llm = LLM(
+    llm = vllm_engine.build(
         model=path,
         dtype=runtime.dtype_name(),
         seed=params["seed"],

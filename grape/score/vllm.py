@@ -36,7 +36,9 @@ def load_llm(model_dir: str, max_length: int, dtype: str | None = None, seed: in
     """A vllm.LLM for a model folder made by the `model` stage (or any HF folder)."""
     from grape import model_folder, runtime
 
-    LLM, _, _ = _import_vllm()
+    from grape import vllm_engine
+
+    _import_vllm()
     runtime.set_offline()
     path, manifest = model_folder.resolve(model_dir)
     kwargs = {
@@ -49,7 +51,7 @@ def load_llm(model_dir: str, max_length: int, dtype: str | None = None, seed: in
     if manifest.get("revision"):
         kwargs["revision"] = manifest["revision"]
     kwargs.setdefault("tensor_parallel_size", runtime.gpus_of_this_job())
-    return LLM(model=path, **kwargs)
+    return vllm_engine.build(model=path, **kwargs)
 
 
 class VllmScorer:
