@@ -107,6 +107,13 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
             f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
             f"the sources {cfg['sources']} (needed by the 'strongest' arm)"
         )
+    ev = cfg["evaluate"]
+    for i, name in enumerate(ev["tasks"]):
+        if name != "local" and name not in ev["benchmarks"]:
+            raise ConfigError(
+                f"key 'evaluate.tasks.{i}': benchmark '{name}' is not local and not under 'evaluate.benchmarks' "
+                f"(defined: {', '.join(ev['benchmarks'])})"
+            )
     d = cfg["data"]
     needs = {
         "jsonl": ("train_path", "test_path"),
@@ -261,7 +268,11 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     raise KeyError(stage)
 
 
-SCORED_ARMS = ("grape", "reverse")  # the select arms that rank by the target's scores (the workflow imports this)
+SCORED_ARMS = (
+    "grape",
+    "reverse",
+    "self",
+)  # the select arms that rank by the target's scores (the workflow imports this)
 STAGES = ("compose", "prefetch", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate", "report")
 
 

@@ -98,7 +98,8 @@ SELECTION = {
 # evaluate/<target>/<arm>.json, field `samples`: one row per test problem.
 EVAL_SAMPLE = {
     "doc_id": Field((int,), True, False, "lm-eval's document index"),
-    "id": Field(STR, True, True, "the test problem id"),
+    "task": Field(STR, True, True, "the lm-eval task (a group's member task for a group benchmark)"),
+    "id": Field(STR, True, True, "the problem id (local: the test id; else <task>:<doc_id>)"),
     "target": Field(STR, True, False, "the reference answer"),
     "output": Field(STR, True, False, "the model's generation"),
     "extracted": Field(STR, True, False, "the answer lm-eval's filter took from it"),

@@ -1,13 +1,21 @@
-"""The `evaluate` stage: lm-evaluation-harness on the held-out split, one model at a time.
+"""The `evaluate` stage: lm-evaluation-harness on every benchmark of the experiment, one model at a time.
 
 Reads: `data/test.jsonl` (`grape.contracts.TEST`) and a model folder (an untuned target or a tuned one).
-Writes: the lm-eval task YAML for the test split (`write_task`, once per experiment) and
-`evaluate/<target>/<arm>.json` (accuracy, lm-eval's config, per-problem `samples`: `EVAL_SAMPLE` rows).
+Writes: the lm-eval task YAML of the held-out split (`write_task`, once per experiment) and
+`evaluate/<target>/<arm>.json`: per benchmark of `evaluate.tasks`, the score, lm-eval's own metrics and the
+per-problem `samples` (`EVAL_SAMPLE` rows) the report's paired bootstrap needs.
 
-The workflow writes an lm-eval task YAML for the local test JSONL (absolute path: lm-eval resolves
-relative `data_files` against the working directory, not the YAML). Generation is greedy with the
-same plain template the models were tuned on; the metric is exact match of the last number in the
-output against the reference answer. Per-problem results are kept for the report's bootstrap.
+Benchmarks (`evaluate.benchmarks`, chosen per experiment by `evaluate.tasks`):
+- `local`: the experiment's held-out problems; greedy generation with the same plain template the models were tuned
+  on, exact match of the last number. Its YAML is written per experiment with an absolute `data_files` path
+  (lm-eval resolves relative ones against the working directory, not the YAML).
+- the paper's benchmarks: lm-eval's own tasks where they exist (`minerva_math`, `gsm_plus`, `bbh_cot_fewshot`,
+  `mmlu`), ours in `grape/lm_eval_tasks/` where they do not or cannot run offline (HumanEval, MBPP and LeetCode
+  with an offline pass@1, TheoremQA). Each runs in its own `simple_evaluate` call on one loaded model, so limits,
+  shot counts and generation lengths are per benchmark. `dataset` / `package_file` point a task at a local copy.
+- Code benchmarks execute model-written code: they run only when `evaluate.allow_code_execution` is true (then
+  `HF_ALLOW_CODE_EVAL=1` and lm-eval's `confirm_run_unsafe_code`); otherwise they are recorded as not run, and the
+  report says so.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from grape.io import atomic_path, read_jsonl, write_json
 from grape.template import Template
 
 TASK_PREFIX = "grape_"
+TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"  # our task YAMLs (`--include_path`)
 # The last number in the generation (integers, decimals, thousands separators).
 NUMBER_REGEX = r"(-?\d[\d,]*(?:\.\d+)?)"
 
@@ -32,8 +41,9 @@ def task_name(experiment: str) -> str:
 
 def write_task(params: Mapping, test_path: str, out: str) -> dict:
     """Write the lm-eval task YAML for `test_path` (checked first: lm-eval would fail on it with less to go on)."""
-    read_jsonl(test_path, TEST, unique="id", non_empty="the held-out problems written by the data stage")
     e = params["evaluate"]
+    needed = "the held-out problems written by the data stage" if "local" in e["tasks"] else None
+    read_jsonl(test_path, TEST, unique="id", non_empty=needed)
     template = Template.from_config(params["template"])
     doc_to_text = template.prompt.replace("{instruction}", "{{instruction}}")
     task = {
@@ -64,16 +74,114 @@ def write_task(params: Mapping, test_path: str, out: str) -> dict:
     return task
 
 
+def _overrides(name: str, b: Mapping) -> dict:
+    """Dataset settings that point one benchmark's task at a local copy (`package_file`, `dataset`)."""
+    over = {}
+    if b.get("package_file"):
+        import importlib.util
+
+        package, _, rel = b["package_file"].partition("/")
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ImportError(f"evaluate.benchmarks.{name}.package_file: package {package!r} is not installed")
+        path = Path(list(found.submodule_search_locations)[0]) / rel
+        if not path.is_file():
+            raise OSError(f"evaluate.benchmarks.{name}.package_file: {path} does not exist")
+        over.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"test": str(path)}})
+    if b.get("dataset"):
+        over.update(b["dataset"])
+    return over
+
+
+def _spec(tm, name: str, b: Mapping):
+    """What lm-eval is asked to run for one benchmark: the task name, or, where a local copy is named, the task's
+    own full config (its YAML, includes and `!function`s resolved by lm-eval's loader) with the dataset settings
+    replaced. lm-eval 0.4.13 reads a dict spec as a new inline task, not as overrides of a registered one."""
+    over = _overrides(name, b)
+    if not over:
+        return b["task"]
+    from lm_eval.tasks._yaml_loader import load_yaml  # pinned lm-eval; its one YAML loader
+
+    entry = tm.task_index.get(b["task"])
+    if entry is None or entry.yaml_path is None or entry.kind.name != "TASK":
+        raise ValueError(
+            f"evaluate.benchmarks.{name}: a local dataset can replace the data of one lm-eval task, and "
+            f"{b['task']!r} is {'unknown' if entry is None else 'a ' + entry.kind.name.lower()}: name a member task"
+        )
+    cfg = load_yaml(entry.yaml_path, resolve_func=True)
+    for key in ("tag", "group"):
+        cfg.pop(key, None)
+    return {**cfg, **over}
+
+
+def _samples(res: Mapping, name: str, metric: str, filt: str, local: bool) -> list[dict]:
+    """Per-problem rows of one benchmark (every leaf task of a group), in task then document order."""
+    rows = []
+    for task in sorted(res.get("samples", {})):
+        for s in sorted(res["samples"][task], key=lambda s: s["doc_id"]):
+            if s.get("filter", filt) != filt:
+                continue
+            if metric not in s:
+                raise KeyError(f"lm-eval logged no {metric!r} for {task}; its metrics: {list(s.get('metrics', []))}")
+            doc = s.get("doc", {})
+            resp = s["resps"][0][0] if s.get("resps") and s["resps"][0] else ""
+            extracted = s["filtered_resps"][0] if s.get("filtered_resps") else ""
+            rows.append(
+                {
+                    "doc_id": s["doc_id"],
+                    "task": task,
+                    "id": str(doc["id"]) if local else f"{task}:{s['doc_id']}",
+                    "target": str(s.get("target", "")),
+                    "output": resp if isinstance(resp, str) else str(resp),
+                    "extracted": extracted if isinstance(extracted, str) else str(extracted),
+                    "correct": float(s[metric]),
+                }
+            )
+    return rows
+
+
+def benchmark_plan(params: Mapping, task_yaml: str) -> dict:
+    """name -> the benchmark's settings for every benchmark of `evaluate.tasks`, or the reason it is not run (code
+    execution not allowed)."""
+    e = params["evaluate"]
+    local = {
+        "task": yaml.safe_load(Path(task_yaml).read_text())["task"],
+        "metric": "exact_match",
+        "filter": "last_number",
+    }
+    plan = {}
+    for name in e["tasks"]:
+        if name == "local":
+            plan[name] = {**local, "code": False, "limit": e["limit"]}
+            continue
+        if name not in e["benchmarks"]:
+            raise ValueError(
+                f"evaluate.tasks names {name!r}, which is not in evaluate.benchmarks ({sorted(e['benchmarks'])})"
+            )
+        b = e["benchmarks"][name]
+        if b.get("code") and not e["allow_code_execution"]:
+            plan[name] = "not run: it executes model-written code; set evaluate.allow_code_execution: true to run it"
+        else:
+            plan[name] = b
+    return plan
+
+
 def run(params: Mapping, model_dir: str, task_yaml: str, out: str) -> dict:
+    import os
+
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     from grape import model_folder, runtime
 
     runtime.set_offline()
+    os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     runtime.setup(params["threads"])
-    e = params["evaluate"]
-    name = yaml.safe_load(Path(task_yaml).read_text())["task"]
+    e, seed = params["evaluate"], params["seed"]
+    plan = benchmark_plan(params, task_yaml)
+    if e["allow_code_execution"]:
+        os.environ["HF_ALLOW_CODE_EVAL"] = "1"
     path, manifest = model_folder.resolve(model_dir)
     dev = runtime.device()
     model_args = {
@@ -83,48 +191,56 @@ def run(params: Mapping, model_dir: str, task_yaml: str, out: str) -> dict:
     }
     if manifest.get("revision"):
         model_args["revision"] = manifest["revision"]
-    tm = TaskManager(include_path=str(Path(task_yaml).parent.resolve()))
-    seed = params["seed"]
-    res = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=model_args,
-        tasks=[name],
-        task_manager=tm,
-        batch_size=e["batch_size"],
-        device=dev,
-        limit=e["limit"],
-        log_samples=True,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-        apply_chat_template=False,
-    )
-    metrics = res["results"][name]
-    key = next(k for k in metrics if k.startswith("exact_match,"))
-    samples = [
-        {
-            "doc_id": s["doc_id"],
-            "id": s["doc"]["id"],
-            "target": s["target"],
-            "output": s["resps"][0][0] if s["resps"] else "",
-            "extracted": s["filtered_resps"][0],
-            "correct": float(s["exact_match"]),
+    lm = HFLM(**model_args, batch_size=e["batch_size"], device=dev)
+    tm = TaskManager(include_path=[str(TASKS_DIR), str(Path(task_yaml).parent.resolve())])
+    results, summary = {}, {}
+    for name, b in plan.items():
+        if isinstance(b, str):
+            results[name] = {"not_run": b}
+            summary[name] = None
+            continue
+        spec = _spec(tm, name, b)
+        gen = {"max_gen_toks": b["max_gen_toks"]} if b.get("max_gen_toks") else None
+        res = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[spec],
+            task_manager=tm,
+            num_fewshot=b.get("num_fewshot"),
+            limit=b.get("limit"),
+            gen_kwargs=gen,
+            log_samples=True,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+            apply_chat_template=e["apply_chat_template"],
+            confirm_run_unsafe_code=bool(b.get("code")),
+        )
+        filt = b.get("filter") or "none"
+        samples = _samples(res, name, b["metric"], filt, local=name == "local")
+        if not samples:
+            raise ValueError(f"evaluate: benchmark {name!r} ({b['task']}) gave no samples for filter {filt!r}")
+        acc = sum(s["correct"] for s in samples) / len(samples)
+        results[name] = {
+            "task": b["task"],
+            "metric": f"{b['metric']},{filt}",
+            "accuracy": acc,  # the mean over every problem (for a group: over all its tasks' problems)
+            "n": len(samples),
+            "num_fewshot": b.get("num_fewshot"),
+            "limit": b.get("limit"),
+            "lm_eval_results": res["results"],
+            "samples": samples,
         }
-        for s in res["samples"][name]
-    ]
-    samples.sort(key=lambda s: s["doc_id"])
-    result = {
-        "task": name,
-        "metric": key,
-        "accuracy": float(metrics[key]),
-        "n": len(samples),
-        "model": str(model_dir),
-        "model_args": model_args,
-        "batch_size": e["batch_size"],
-        "apply_chat_template": False,
-        "lm_eval_config": res.get("config", {}),
-        "samples": samples,
-    }
-    write_json(out, result)
-    return {"accuracy": result["accuracy"], "n": result["n"]}
+        summary[name] = round(acc, 4)
+    write_json(
+        out,
+        {
+            "model": str(model_dir),
+            "model_args": model_args,
+            "batch_size": e["batch_size"],
+            "apply_chat_template": e["apply_chat_template"],
+            "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
+            "benchmarks": results,
+        },
+    )
+    return {"accuracy": summary}

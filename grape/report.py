@@ -1,13 +1,15 @@
-"""The `report` stage: the results table and the figures of one experiment.
+"""The `report` stage: the tables, figures and summary page of one experiment.
 
 Reads exactly the files the workflow hands it (`Inputs`): every evaluation, every fine-tuned model's
-`train_log.json`, every selection, every target's scores and the verify counts. Writes, into the report folder:
-- results.csv: target x arm (plus the untuned `base`): accuracy with a bootstrap interval, the
-  number of test problems, training examples, training tokens and response tokens;
-- verify_counts.csv: candidates generated / correct / dropped (by reason) / kept, per source;
-- selection_sources.csv: how many selected responses came from each source, per target and arm;
-- accuracy.svg, source_share.svg, score_dist.svg: the figures Snakemake's --report shows;
-- summary.html: the same, self-contained, for a quick look without `snakemake --report`.
+`train_log.json`, every selection, every target's scores, the verify counts and the sampled candidates (their
+meta.json files give each stage's cost). Writes, into the report folder:
+- results.csv: target x arm (plus the untuned `base`) x benchmark: score with a 95% bootstrap interval, problems,
+  training examples and tokens; benchmarks that were not run are rows that say why;
+- paired.csv: each arm minus `original` and minus `grape` on the same problems, with paired bootstrap intervals
+  (`grape.report_stats`), and the plain-language outcome generated from them (outcome.txt);
+- verify_counts.csv, selection_sources.csv, selected_vs_not.csv, costs.csv, loss.csv;
+- accuracy.svg, paired.svg, source_share.svg, score_dist.svg, loss.svg (`grape.report_figures`);
+- summary.html: all of it, self-contained, for a quick look without `snakemake --report`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from grape import report_figures as figures
 from grape.contracts import EVAL_SAMPLE, SCORED, SELECTION
 from grape.io import DataError, atomic_path, check_row, read_json, read_jsonl
+from grape.provenance import meta_path
+from grape.report_stats import bootstrap_ci, outcome, paired_table, stage_costs
 
 
 @dataclass
@@ -63,58 +68,97 @@ class Inputs:
         return out
 
 
-def bootstrap_ci(correct: list[float], n_boot: int, ci: float, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (fixed seed: the same outputs give the same interval)."""
-    x = np.asarray(correct, dtype=float)
-    if x.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return float(lo), float(hi)
-
-
-def _eval_samples(path: Path) -> tuple[dict, list[float]]:
+def _eval_benchmarks(path: Path) -> dict:
+    """The evaluation file's benchmarks, every per-problem row checked (file and field named on a bad one)."""
     ev = read_json(path)
-    samples = ev.get("samples") if isinstance(ev, dict) else None
-    if not samples:
-        raise DataError(path, None, "samples", "missing or empty: expected lm-eval's per-problem results")
-    for sample in samples:
-        check_row(path, None, sample, EVAL_SAMPLE)
-    return ev, [float(s["correct"]) for s in samples]
+    benches = ev.get("benchmarks") if isinstance(ev, dict) else None
+    if not benches:
+        raise DataError(path, None, "benchmarks", "missing or empty: expected one entry per evaluate.tasks name")
+    for name, res in benches.items():
+        if "not_run" in res:
+            continue
+        if not res.get("samples"):
+            raise DataError(path, None, f"benchmarks.{name}.samples", "missing or empty: expected lm-eval's results")
+        for sample in res["samples"]:
+            check_row(path, None, sample, EVAL_SAMPLE)
+    return benches
 
 
-def results_table(params: Mapping, files: Mapping) -> pd.DataFrame:
-    rows = []
+def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
+    """The results table, and per (target, arm, benchmark) the problem id -> correct map the paired intervals use."""
+    rows, per_problem = [], {}
     rep = params["report"]
     for target in params["targets"]:
         for arm in ["base", *params["arms"]]:
-            ev, correct = _eval_samples(files["evals"][(target, arm)])
-            lo, hi = bootstrap_ci(correct, rep["bootstrap"], rep["ci"], params["seed"])
-            row = {
-                "target": target,
-                "arm": arm,
-                "accuracy": ev["accuracy"],
-                "ci_low": lo,
-                "ci_high": hi,
-                "n_test": ev["n"],
-                "train_examples": 0,
-                "train_tokens": 0,
-                "train_response_tokens": 0,
-                "train_loss_first": None,
-                "train_loss_last": None,
-            }
+            train = {"train_examples": 0, "train_tokens": 0, "train_loss_first": None, "train_loss_last": None}
             if arm != "base":
                 log = read_json(files["trained"][(target, arm)] / "train_log.json")["counts"]
-                row.update(
-                    train_examples=log["examples"],
-                    train_tokens=log["tokens"],
-                    train_response_tokens=log["response_tokens"],
-                    train_loss_first=log["first_loss"],
-                    train_loss_last=log["last_loss"],
-                )
-            rows.append(row)
+                train.update(train_examples=log["examples"], train_tokens=log["tokens"],
+                             train_loss_first=log["first_loss"], train_loss_last=log["last_loss"])  # fmt: skip
+            for bench, res in _eval_benchmarks(files["evals"][(target, arm)]).items():
+                row = {"target": target, "arm": arm, "benchmark": bench}
+                if "not_run" in res:
+                    rows.append({**row, "metric": None, "accuracy": None, "ci_low": None, "ci_high": None, "n": 0,
+                                 "note": res["not_run"], **train})  # fmt: skip
+                    continue
+                correct = [float(s["correct"]) for s in res["samples"]]
+                lo, hi = bootstrap_ci(correct, rep["bootstrap"], rep["ci"], params["seed"])
+                per_problem[(target, arm, bench)] = {s["id"]: float(s["correct"]) for s in res["samples"]}
+                limit = res.get("limit")
+                note = f"first {limit} problems per task" if limit else ""
+                rows.append({**row, "metric": res["metric"], "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi,
+                             "n": res["n"], "note": note, **train})  # fmt: skip
+    return pd.DataFrame(rows), per_problem
+
+
+def loss_table(params: Mapping, files: Mapping) -> pd.DataFrame:
+    """Per target and arm, the SFT loss at every logged step (train_log.json's log_history)."""
+    rows = []
+    for target in params["targets"]:
+        for arm in params["arms"]:
+            log = read_json(files["trained"][(target, arm)] / "train_log.json")
+            for h in log.get("log_history", []):
+                if "loss" in h:
+                    rows.append({"target": target, "arm": arm, "step": h.get("step"), "loss": h["loss"]})
+    return pd.DataFrame(rows, columns=["target", "arm", "step", "loss"])
+
+
+def selected_vs_not(params: Mapping, files: Mapping) -> pd.DataFrame:
+    """Per target: the mean log-prob of the candidates grape selected against those it did not (and their counts)."""
+    rows = []
+    for target in params["targets"]:
+        if "grape" not in params["arms"]:
+            break
+        chosen = {r["candidate_id"] for r in read_jsonl(files["selections"][(target, "grape")], SELECTION)}
+        scores = read_jsonl(files["scores"][target], SCORED)
+        sel = [r["mean_logprob"] for r in scores if r["candidate_id"] in chosen]
+        rest = [r["mean_logprob"] for r in scores if r["candidate_id"] not in chosen]
+        rows.append({"target": target, "selected": len(sel), "selected_mean_logprob": np.mean(sel) if sel else None,
+                     "not_selected": len(rest), "not_selected_mean_logprob": np.mean(rest) if rest else None})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def task_breakdown(params: Mapping, files: Mapping) -> pd.DataFrame:
+    """Selected responses per task type (pools that have types, e.g. UltraInteract's Coding/Math/Logic)."""
+    rows = []
+    for target in params["targets"]:
+        for arm in params["arms"]:
+            counts = Counter(r.get("task") for r in read_jsonl(files["selections"][(target, arm)], SELECTION))
+            rows += [{"target": target, "arm": arm, "task": t, "selected": n} for t, n in sorted(counts.items()) if t]
+    return pd.DataFrame(rows, columns=["target", "arm", "task", "selected"])
+
+
+def costs(params: Mapping, inputs: "Inputs", files: Mapping) -> pd.DataFrame:
+    """Cost per stage from every output's meta.json (`grape.report_stats.stage_costs`)."""
+    stages = {
+        "sample": [meta_path(p) for p in inputs.candidates],
+        "verify": [meta_path(Path(inputs.verify_counts).with_name("pool.jsonl"))],
+        "score": [meta_path(p) for p in inputs.scores],
+        "select": [meta_path(p) for p in inputs.selections],
+        "sft": [Path(p) / "grape_meta.json" for p in inputs.trained],
+        "evaluate": [meta_path(p) for p in inputs.evals],
+    }
+    return stage_costs(stages)
 
 
 def training_table(params: Mapping, files: Mapping) -> pd.DataFrame:
@@ -234,68 +278,13 @@ def cluster_failures(log_dir: str | None, out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="svg", bbox_inches="tight")
-
-
-def plot_accuracy(table: pd.DataFrame, path: Path):
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(table["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        t = table[table["target"] == target]
-        err = np.vstack([t["accuracy"] - t["ci_low"], t["ci_high"] - t["accuracy"]]).clip(min=0)
-        colors = ["#7b2d8b" if a == "grape" else "#999999" if a == "base" else "#4c78a8" for a in t["arm"]]
-        ax.bar(t["arm"], t["accuracy"], yerr=err, color=colors, capsize=3)
-        ax.set_title(f"target: {target}")
-        ax.set_ylabel("exact match (95% CI)")
-        ax.set_ylim(0, max(0.05, float(t["ci_high"].max()) * 1.15))
-        ax.tick_params(axis="x", rotation=45)
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_source_share(shares: pd.DataFrame, path: Path):
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(shares["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        piv = shares[shares["target"] == target].pivot(index="arm", columns="source", values="share")
-        piv = piv.reindex(list(dict.fromkeys(shares["arm"])))
-        bottom = np.zeros(len(piv))
-        for src in piv.columns:
-            ax.bar(piv.index, piv[src].values, bottom=bottom, label=src)
-            bottom += piv[src].values
-        ax.set_title(f"selected responses by source, target: {target}")
-        ax.set_ylabel("share")
-        ax.tick_params(axis="x", rotation=45)
-        ax.legend(fontsize=7)
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_scores(scores: pd.DataFrame, path: Path):
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(scores["target"])) or ["(none)"]
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        t = scores[scores["target"] == target]
-        sources = list(dict.fromkeys(t["source"]))
-        if sources:
-            ax.boxplot([t[t["source"] == s]["mean_logprob"].values for s in sources], showmeans=True)
-            ax.set_xticks(range(1, len(sources) + 1), sources)
-        ax.set_title(f"mean log-prob under {target}")
-        ax.set_ylabel("mean log-prob per response token")
-    _save(fig, path)
-    plt.close(fig)
-
-
 def _svg_inline(path: Path) -> str:
     return f'<img src="data:image/svg+xml;base64,{base64.b64encode(path.read_bytes()).decode()}"/>'
+
+
+def _csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4f")
 
 
 def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | None = None) -> dict:
@@ -304,35 +293,65 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
     matplotlib.use("Agg")
     files, out = inputs.keyed(params), Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = results_table(params, files)
+    table, per_problem = results_table(params, files)
+    paired = paired_table(per_problem, params)
+    said = outcome(paired, params["report"]["ci"])
     shares = selection_sources(params, files)
     verify = pd.DataFrame(read_json(inputs.verify_counts))
     scores = score_frame(params, files)
-    for name, df in (("results.csv", table), ("selection_sources.csv", shares), ("verify_counts.csv", verify)):
-        with atomic_path(out / name) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.4f")
-    plot_accuracy(table, out / "accuracy.svg")
-    plot_source_share(shares, out / "source_share.svg")
-    plot_scores(scores, out / "score_dist.svg")
+    loss = loss_table(params, files)
+    fit = selected_vs_not(params, files)
+    cost = costs(params, inputs, files)
+    tasks = task_breakdown(params, files)
+    for name, df in (("results.csv", table), ("paired.csv", paired), ("selection_sources.csv", shares),
+                     ("verify_counts.csv", verify), ("loss.csv", loss), ("selected_vs_not.csv", fit),
+                     ("costs.csv", cost)):  # fmt: skip
+        _csv(df, out / name)
+    with atomic_path(out / "outcome.txt") as tmp:
+        tmp.write_text(said + "\n")
+    figures.accuracy(table, out / "accuracy.svg")
+    figures.paired(paired, out / "paired.svg")
+    figures.source_share(shares, out / "source_share.svg")
+    figures.scores(scores, out / "score_dist.svg")
+    figures.loss_curves(loss, out / "loss.svg")
     score_summary = (
         scores.groupby(["target", "source"])["mean_logprob"].describe()[["count", "mean", "50%"]].reset_index()
         if not scores.empty
         else pd.DataFrame()
     )
+    not_run = table[table["n"] == 0][["benchmark", "note"]].drop_duplicates()
     body = [
         f"<h1>GRAPE experiment: {html.escape(str(params['name']))}</h1>",
-        "<h2>Accuracy per arm</h2>",
-        table.to_html(index=False, float_format="%.3f"),
+        "<h2>Outcome</h2>",
+        f"<p id='outcome'>{html.escape(said)}</p>",
+        "<h2>Results per arm and benchmark</h2>",
+        table.to_html(index=False, float_format="%.3f", na_rep=""),
         _svg_inline(out / "accuracy.svg"),
+    ]
+    if len(not_run):
+        body += ["<p>Not run: " + "; ".join(f"{html.escape(r.benchmark)}: {html.escape(r.note)}"
+                                            for r in not_run.itertuples()) + "</p>"]  # fmt: skip
+    body += [
+        "<h2>Paired differences (same problems)</h2>",
+        paired.to_html(index=False, float_format="%.3f"),
+        _svg_inline(out / "paired.svg"),
         "<h2>Correctness filter</h2>",
         verify.to_html(index=False),
         "<h2>Selected responses by source</h2>",
         _svg_inline(out / "source_share.svg"),
+        "<h2>Selected vs not selected</h2>",
+        fit.to_html(index=False, float_format="%.3f"),
+    ]
+    if len(tasks):
+        body += ["<h2>Selected responses by task type</h2>", tasks.to_html(index=False)]
+    body += [
         "<h2>Scores by source</h2>",
         score_summary.to_html(index=False, float_format="%.3f"),
         _svg_inline(out / "score_dist.svg"),
-    ]
-    body += [
+        "<h2>SFT loss</h2>",
+        _svg_inline(out / "loss.svg"),
+        "<h2>Cost per stage</h2>",
+        cost.to_html(index=False),
         "<h2>Sampling cost</h2>",
         sampling_cost(inputs.candidates).to_html(index=False) if inputs.candidates else "<p>no sampling</p>",
         "<h2>Scoring</h2>",
@@ -358,4 +377,5 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
     with atomic_path(out / "summary.html") as tmp:
         tmp.write_text(page)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return {"rows": len(table), "cluster_failures": len(failures)}
+    print(said)
+    return {"rows": len(table), "paired": len(paired), "cluster_failures": len(failures)}

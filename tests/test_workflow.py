@@ -110,16 +110,30 @@ def test_sft_changed_the_weights(run):
 
 def test_lm_eval_metric_and_report(run):
     workdir, r = run
-    for arm in ("base", "grape", "reverse", "random", "strongest", "all", "original"):
-        result = json.loads((r / f"evaluate/tiny_a/{arm}.json").read_text())
+    arms = ["base", "grape", "reverse", "random", "strongest", "all", "original"]
+    for arm in arms:
+        result = json.loads((r / f"evaluate/tiny_a/{arm}.json").read_text())["benchmarks"]["local"]
         assert 0.0 <= result["accuracy"] <= 1.0
         assert len(result["samples"]) == 6
     with open(r / "report/results.csv") as fh:
         table = list(csv.DictReader(fh))
-    assert [t["arm"] for t in table] == ["base", "grape", "reverse", "random", "strongest", "all", "original"]
+    assert [(t["arm"], t["benchmark"]) for t in table] == [(a, "local") for a in arms]
     assert all(float(t["ci_low"]) <= float(t["accuracy"]) <= float(t["ci_high"]) for t in table)
     assert int(next(t for t in table if t["arm"] == "all")["train_examples"]) == len(rows(r / "pool/pool.jsonl"))
+    with open(r / "report/paired.csv") as fh:
+        paired = list(csv.DictReader(fh))
+    # every arm but the reference itself, minus original and minus grape, on the 6 shared problems
+    assert len(paired) == 2 * (len(arms) - 1) and {p["n"] for p in paired} == {"6"}
+    assert all(float(p["lo"]) <= float(p["delta"]) <= float(p["hi"]) for p in paired)
+    said = (r / "report/outcome.txt").read_text()
+    assert "grape" in said and "original" in said and "points" in said
+    costs = {c["stage"]: c for c in csv.DictReader(open(r / "report/costs.csv"))}
+    assert int(costs["sft"]["jobs"]) == len(arms) - 1 and float(costs["evaluate"]["wall_seconds"]) > 0
+    assert int(costs["score"]["tokens"]) > 0 and int(costs["sample"]["tokens"]) > 0
+    loss = list(csv.DictReader(open(r / "report/loss.csv")))
+    assert {x["arm"] for x in loss} == set(arms[1:])
     html = (r / "report/summary.html").read_text()
+    assert "<h2>Paired differences (same problems)</h2>" in html and "<h2>SFT loss</h2>" in html
     assert "<h2>Sampling cost</h2>" in html and "completion_tokens" in html
     assert "<h2>Training</h2>" in html and "<h2>Scoring</h2>" in html and "dtype_reason" in html
     assert json.loads((r / "scores/tiny_a.jsonl.meta.json").read_text())["counts"]["dtype"] in ("float32", "bfloat16")

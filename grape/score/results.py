@@ -36,6 +36,7 @@ def summary(scored: list[dict], skipped: list[dict]) -> dict:
     """The counts written to a score output's meta.json."""
     return {
         "scored": len(scored),
+        "scored_tokens": sum(int(r["n_tokens"]) for r in scored),
         "truncated": sum(bool(r.get("truncated")) for r in scored),
         "skipped": len(skipped),
         "skipped_by_reason": skip_reasons(skipped),

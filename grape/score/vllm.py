@@ -34,9 +34,7 @@ def _import_vllm():
 
 def load_llm(model_dir: str, max_length: int, dtype: str | None = None, seed: int = 0, **llm_kwargs):
     """A vllm.LLM for a model folder made by the `model` stage (or any HF folder)."""
-    from grape import model_folder, runtime
-
-    from grape import vllm_engine
+    from grape import model_folder, runtime, vllm_engine
 
     _import_vllm()
     runtime.set_offline()

@@ -14,6 +14,9 @@ Arms (`ARMS`, the paper's comparisons, UltraInteract setting):
 - all:       every candidate in the pool (the "3x data" arm).
 - original:  the dataset's own responses of `select.original_sources` (Tulu-3: the SFT mixture, the paper's
              "SFT-only" arm).
+- self:      grape among the target's own samples only (self-distillation, the paper's Table 4).
+A target that is also a source never selects its own samples in the other arms (`select.exclude_self`, the
+default; counted as `own_samples_excluded`).
 (`arms.py`.) Ties are broken by candidate_id, so the same scores always give the same selection. Candidates
 the target could not score (skipped by the overlong policy) are not eligible for grape/reverse. A selection
 that ends with no example is an error naming the files it came from.
@@ -92,6 +95,25 @@ def _choose_part(lo: int, hi: int, arm: str, k, seed: int, strongest, originals)
     return [(iid, c["candidate_id"], c["at"], _SCORES.get(c["candidate_id"])) for iid, c in picked], counts
 
 
+def _own_samples(groups: dict, target: str | None, arm: str, exclude: bool) -> tuple[dict, dict]:
+    """A target is not among the sources it selects from (`select.exclude_self`): choosing its own samples is
+    self-distillation, which the paper's Table 4 shows hurts, not GRAPE's choice among other models' responses.
+    The `self` arm keeps only those samples instead. Returns the groups left and what was taken out (counted)."""
+    if not target or (arm != "self" and not exclude):
+        return groups, {}
+    keep = (lambda c: c["source"] == target) if arm == "self" else (lambda c: c["source"] != target)
+    out, removed, emptied = {}, 0, 0
+    for iid, cands in groups.items():
+        left = [c for c in cands if keep(c)]
+        removed += len(cands) - len(left)
+        if left:
+            out[iid] = left
+        else:
+            emptied += 1
+    key = "candidates_not_the_targets_own" if arm == "self" else "own_samples_excluded"
+    return out, {key: removed, "instructions_left_without_candidates": emptied}
+
+
 def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> dict:
     sel, arm = params["select"], params["arm"]
     Template.from_config(params["template"])  # a bad template stops the job before the pool is read
@@ -102,6 +124,7 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
     settings = (arm, sel["k"], params["seed"], sel["strongest_source"], originals)
     try:
         groups, n_pool = index.pool_index(pool_path)
+        groups, own = _own_samples(groups, params.get("target"), arm, sel.get("exclude_self", True))
         _GROUPS.update(groups)
         _SCORES.update(index.scores(scores_path) if scores_path else {})
         _IIDS.extend(sorted(groups))
@@ -111,7 +134,7 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
         for part, c in starmap(_choose_part, [(a, b, *settings) for a, b in _slices(len(_IIDS), k)]):
             _PICKED.extend(part)
             counts.update(c)
-        counts = dict(counts)
+        counts = {**dict(counts), **own}
         n_instructions, n_scores = len(_IIDS), len(_SCORES)
         for state in (_GROUPS, _SCORES, _IIDS):
             state.clear()

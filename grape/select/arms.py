@@ -62,6 +62,7 @@ ARMS: dict[str, Callable[[Choice], list[dict]]] = {
     "strongest": _strongest,
     "all": lambda c: c.cands,
     "original": lambda c: [x for x in c.cands if x["source"] in c.originals],
+    "self": lambda c: _ranked(c, -1.0),  # on the target's own samples only (select.run keeps just those)
 }
 
 

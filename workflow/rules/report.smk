@@ -19,6 +19,17 @@ rule report:
         accuracy=report(
             f"{RESULTS}/report/accuracy.svg", caption="../report/accuracy.rst", category="Results"
         ),
+        paired=report(
+            f"{RESULTS}/report/paired.csv", caption="../report/paired.rst", category="Results"
+        ),
+        paired_fig=report(
+            f"{RESULTS}/report/paired.svg", caption="../report/paired.rst", category="Results"
+        ),
+        outcome=report(
+            f"{RESULTS}/report/outcome.txt", caption="../report/outcome.rst", category="Results"
+        ),
+        loss=report(f"{RESULTS}/report/loss.svg", caption="../report/loss.rst", category="Training"),
+        costs=report(f"{RESULTS}/report/costs.csv", caption="../report/costs.rst", category="Cost"),
         shares=report(
             f"{RESULTS}/report/source_share.svg",
             caption="../report/source_share.rst",

@@ -1,0 +1,1 @@
+"""lm-eval task YAMLs of ours (`--include_path`) and the Python they name (`!function`)."""

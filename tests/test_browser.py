@@ -1,0 +1,84 @@
+"""Both reports in a real browser: headless Chromium (Debian's `chromium`, installed here if missing) loads the
+tiny experiment's summary.html and Snakemake's report.html, and each must load without a script error and show
+its tables and every figure (each <img> decoded to a non-zero size).
+
+A small script is appended to a copy of each page: on load it records script errors and, per image, whether it
+decoded; `--dump-dom` then prints the page as the browser built it, and the test reads the record from it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from helpers import snakemake
+
+pytestmark = pytest.mark.slow
+
+PROBE = """
+<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e)));
+window.addEventListener('load', () => setTimeout(() => {
+  const imgs = [...document.images];
+  const d = document.createElement('pre');
+  d.id = 'grape-probe';
+  d.textContent = JSON.stringify({errors: window.__errors, images: imgs.length,
+    decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    tables: document.querySelectorAll('table').length});
+  document.body.appendChild(d);
+}, 1500));
+</script>
+"""
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("no chromium, and no root apt-get to install Debian's package")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    if subprocess.run(cmd, capture_output=True, env=env, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return shutil.which("chromium")
+
+
+def _render(browser: str, page, tmp_path) -> dict:
+    import json
+
+    probe = tmp_path / f"probed-{page.name}"
+    text = page.read_text()
+    probe.write_text(text.replace("</body>", PROBE + "</body>") if "</body>" in text else text + PROBE)
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--virtual-time-budget=15000", "--dump-dom", probe.resolve().as_uri()]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.search(r'<pre id="grape-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"{page}: the page never finished loading; stderr: {proc.stderr[-2000:]}"
+    import html
+
+    return json.loads(html.unescape(found.group(1))), proc.stdout
+
+
+def test_summary_and_snakemake_report_render_in_chromium(tiny_run, tmp_path):
+    browser = _chromium()
+    workdir, results = tiny_run
+    summary, dom = _render(browser, results / "report" / "summary.html", tmp_path)
+    assert summary["errors"] == [], summary
+    assert summary["tables"] >= 8 and summary["images"] >= 5
+    assert summary["decoded"] == summary["images"], summary  # every figure shows
+    assert "Paired differences" in dom and "grape" in dom
+    out = tmp_path / "report.html"
+    proc = snakemake(workdir, "--config", "experiment=tiny", "--report", str(out), timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    report, dom = _render(browser, out, tmp_path)
+    assert report["errors"] == [], report
+    for caption in ("Results", "Selection", "Scoring", "Training", "Cost"):  # the report's categories, rendered
+        assert caption in dom, caption
