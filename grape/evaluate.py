@@ -20,6 +20,7 @@ Benchmarks (`evaluate.benchmarks`, chosen per experiment by `evaluate.tasks`):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Mapping
 
@@ -46,6 +47,11 @@ def write_task(params: Mapping, test_path: str, out: str) -> dict:
     read_jsonl(test_path, TEST, unique="id", non_empty=needed)
     template = Template.from_config(params["template"])
     doc_to_text = template.prompt.replace("{instruction}", "{{instruction}}")
+    if e["local_mode"] == "choice":
+        task = _choice_task(params, test_path, out, doc_to_text)
+        with atomic_path(out) as tmp:
+            tmp.write_text(yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
+        return task
     task = {
         "task": task_name(params["name"]),
         "dataset_path": "json",
@@ -72,6 +78,58 @@ def write_task(params: Mapping, test_path: str, out: str) -> dict:
     with atomic_path(out) as tmp:
         tmp.write_text(yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return task
+
+
+def _number(text: str) -> str:
+    return str(int(float(text))) if float(text).is_integer() else f"{float(text):g}"
+
+
+def distractors(answer, n: int = 3) -> list[str]:
+    """Wrong answers near a numeric answer (off by one, by ten, doubled): what a model that almost solved the
+    problem would say, so that picking the right one needs the arithmetic."""
+    v = float(str(answer).replace(",", ""))
+    out = []
+    for x in (v + 1, v - 1, v + 10, v - 10, 2 * v, v + 2, v - 2, v + 100):
+        s = _number(str(x))
+        if s != _number(str(v)) and s not in out:
+            out.append(s)
+    return out[:n]
+
+
+def _choice_task(params: Mapping, test_path: str, out: str, doc_to_text: str) -> dict:
+    """`evaluate.local_mode: choice`: the held-out problems as a loglikelihood task. Each problem's choices are the
+    reference's "The answer is N." and three near misses; the model picks the one it finds most likely. No
+    generation, so several hundred problems cost less than 50 generated ones, and the paired intervals between
+    arms get narrow enough to tell arms apart. Position does not matter for loglikelihood choice (each choice is
+    scored alone), so the reference is choice 0. The choices file is written beside the YAML."""
+    rows = read_jsonl(test_path, TEST, unique="id")
+    choices_path = Path(out).with_name("choices.jsonl")
+    with atomic_path(choices_path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for i, r in enumerate(rows, 1):
+                try:
+                    wrong = distractors(r["answer"])
+                except ValueError:
+                    raise ValueError(
+                        f"{test_path}:{i}: answer {r['answer']!r} is not a number; evaluate.local_mode choice needs "
+                        "numeric answers (use local_mode: generate)"
+                    ) from None
+                opts = [f"The answer is {a}." for a in [_number(str(r["answer"]).replace(",", "")), *wrong]]
+                fh.write(
+                    json.dumps({"id": r["id"], "instruction": r["instruction"], "choices": opts, "gold": 0}) + "\n"
+                )
+    return {
+        "task": task_name(params["name"]),
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(choices_path.resolve())}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": doc_to_text,
+        "doc_to_choice": "choices",
+        "doc_to_target": "gold",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
 
 
 def _overrides(name: str, b: Mapping) -> dict:
@@ -144,10 +202,11 @@ def benchmark_plan(params: Mapping, task_yaml: str) -> dict:
     """name -> the benchmark's settings for every benchmark of `evaluate.tasks`, or the reason it is not run (code
     execution not allowed)."""
     e = params["evaluate"]
+    choice = e["local_mode"] == "choice"
     local = {
         "task": yaml.safe_load(Path(task_yaml).read_text())["task"],
-        "metric": "exact_match",
-        "filter": "last_number",
+        "metric": "acc" if choice else "exact_match",
+        "filter": "none" if choice else "last_number",
     }
     plan = {}
     for name in e["tasks"]:

@@ -100,3 +100,24 @@ def test_offline_pass_at_1_tells_a_right_program_from_a_wrong_one():
     assert grape_code.pass_at_1([tests], [["while True:\n    pass\n"]]) == 0.0  # time limit, not a hang
     mbpp = {"test_list": ["assert sq(3) == 9"], "test_setup_code": "import math"}
     assert grape_code.pass_at_1([grape_code.mbpp_tests(mbpp)], ["def sq(x):\n    return x * x"]) == 1.0
+
+
+def test_the_local_task_by_loglikelihood_choice(tiny_model_dir, tmp_path):
+    assert evaluate.distractors(7) == ["8", "6", "17"] and evaluate.distractors("2.5") == ["3.5", "1.5", "12.5"]
+    cfg = gconfig.compose("tiny", ["evaluate.local_mode=choice"])
+    p = gconfig.stage_params(cfg, "evaluate")
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"id": f"t{i}", "instruction": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(4)))  # fmt: skip
+    evaluate.write_task(p, str(test), str(tmp_path / "task" / "task.yaml"))
+    choices = [json.loads(x) for x in (tmp_path / "task" / "choices.jsonl").read_text().splitlines()]
+    assert [c["choices"][0] for c in choices] == [f"The answer is {i + 1}." for i in range(4)]
+    assert all(len(set(c["choices"])) == 4 and c["gold"] == 0 for c in choices)
+    counts = evaluate.run(p, str(tiny_model_dir), str(tmp_path / "task" / "task.yaml"), str(tmp_path / "e.json"))
+    local = json.loads((tmp_path / "e.json").read_text())["benchmarks"]["local"]
+    assert local["n"] == 4 and local["metric"] == "acc,none" and counts["accuracy"]["local"] == local["accuracy"]
+    assert [s["id"] for s in local["samples"]] == ["t0", "t1", "t2", "t3"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "instruction": "Name a colour.", "answer": "red"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: answer 'red' is not a number"):
+        evaluate.write_task(p, str(bad), str(tmp_path / "task2" / "task.yaml"))
