@@ -18,10 +18,12 @@ from helpers import snakemake
 
 pytestmark = pytest.mark.slow
 
+# The error listener goes first in <head>, so that an error in any of the page's scripts is seen; the record is
+# written after load. Only the page's own last </body> is touched: libraries inlined in a page (Snakemake's report
+# inlines vega, React, ...) hold "</body>" inside their string literals.
+LISTEN = "<script>window.__errors = []; window.addEventListener('error', e => window.__errors.push(String(e.message || e)));</script>"
 PROBE = """
 <script>
-window.__errors = [];
-window.addEventListener('error', e => window.__errors.push(String(e.message || e)));
 window.addEventListener('load', () => setTimeout(() => {
   const imgs = [...document.images];
   const d = document.createElement('pre');
@@ -55,7 +57,10 @@ def _render(browser: str, page, tmp_path) -> dict:
 
     probe = tmp_path / f"probed-{page.name}"
     text = page.read_text()
-    probe.write_text(text.replace("</body>", PROBE + "</body>") if "</body>" in text else text + PROBE)
+    head = text.find("<head>")
+    text = text[: head + 6] + LISTEN + text[head + 6 :] if head >= 0 else LISTEN + text
+    end = text.rfind("</body>")
+    probe.write_text(text[:end] + PROBE + text[end:] if end >= 0 else text + PROBE)
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
            "--virtual-time-budget=15000", "--dump-dom", probe.resolve().as_uri()]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)

@@ -142,6 +142,34 @@ def test_run_writes_prompt_completion_rows(tmp_path):
         select.run(params, str(pool), None, str(tmp_path / "x.jsonl"))
 
 
+def test_a_target_never_selects_its_own_samples_and_the_self_arm_only_those(tmp_path):
+    pool, scores = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
+    scores.write_text("".join(json.dumps({"candidate_id": c, "instruction_id": c.split(":")[0], "source": c.split(":")[1],
+                                          "n_tokens": 3, "sum_logprob": 3 * s, "mean_logprob": s, "truncated": False}) + "\n"
+                              for c, s in SCORES.items()))  # fmt: skip
+    picked = {}
+    for arm, exclude in (("grape", True), ("grape", False), ("self", True)):
+        params = {
+            **GRAPE_PARAMS,
+            "arm": arm,
+            "target": "b",
+            "select": {**GRAPE_PARAMS["select"], "exclude_self": exclude},
+        }
+        counts = select.run(params, str(pool), str(scores), str(tmp_path / f"{arm}{exclude}.jsonl"))
+        picked[(arm, exclude)] = (
+            {r["instruction_id"]: r["source"] for r in read_jsonl(tmp_path / f"{arm}{exclude}.jsonl")},
+            counts,
+        )
+    rows, counts = picked[("grape", True)]
+    assert "b" not in rows.values() and rows["q0"] == "a"  # b:0 scores highest on q0, but b is the target
+    assert counts["own_samples_excluded"] == 6 and counts["instructions_left_without_candidates"] == 0
+    assert picked[("grape", False)][0]["q0"] == "b"  # the paper's plain setting: the target's own samples compete
+    rows, counts = picked[("self", True)]
+    assert set(rows.values()) == {"b"} and sorted(rows) == ["q0", "q1", "q2"]
+    assert counts["instructions_left_without_candidates"] == 1  # q3: b has no sample there, counted
+
+
 def test_empty_inputs_and_empty_selections_stop_with_the_file_named(tmp_path):
     pool, scores, empty = tmp_path / "pool.jsonl", tmp_path / "scores.jsonl", tmp_path / "empty.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
