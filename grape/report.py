@@ -30,7 +30,7 @@ from grape import report_figures as figures
 from grape.contracts import EVAL_SAMPLE, SCORED, SELECTION
 from grape.io import DataError, atomic_path, check_row, read_json, read_jsonl
 from grape.provenance import meta_path
-from grape.report_stats import bootstrap_ci, outcome, paired_table, stage_costs
+from grape.report_stats import bootstrap_ci, outcome, paired_table, paper_table, stage_costs
 
 
 @dataclass
@@ -331,6 +331,10 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
     if len(not_run):
         body += ["<p>Not run: " + "; ".join(f"{html.escape(r.benchmark)}: {html.escape(r.note)}"
                                             for r in not_run.itertuples()) + "</p>"]  # fmt: skip
+    paper = paper_table(params, table)
+    if len(paper):
+        body += [f"<h2>The paper's numbers beside ours</h2><p>{html.escape(params['report']['paper']['metric'])}; "
+                 "the paper's column is the paper's, not a run of this suite.</p>", paper.to_html(index=False)]  # fmt: skip
     body += [
         "<h2>Paired differences (same problems)</h2>",
         paired.to_html(index=False, float_format="%.3f"),

@@ -82,7 +82,7 @@ def outcome(paired: pd.DataFrame, ci: float) -> str:
                 f"grape minus original is {_pts(r.delta)} points [{_pts(r.lo)}, {_pts(r.hi)}] {where}: "
                 "no difference resolvable at this size."
             )
-    vs = paired[(paired["minus"] == "grape") & (paired["arm"] != "base")]
+    vs = paired[paired["minus"] == "grape"]
     beaten = sorted({f"{r.arm} ({r.benchmark})" for r in vs.itertuples() if r.hi < 0})
     ahead = sorted({f"{r.arm} ({r.benchmark})" for r in vs.itertuples() if r.lo > 0})
     unresolved = len(vs) - len(beaten) - len(ahead)
@@ -122,4 +122,20 @@ def stage_costs(meta_files: Mapping[str, Sequence[Path]]) -> pd.DataFrame:
             tokens += int(c.get("tokens", 0) or 0) + int(c.get("scored_tokens", 0) or 0)
         rows.append({"stage": stage, "jobs": jobs, "wall_seconds": round(seconds, 1), "cpu_hours": round(cpu_h, 4),
                      "gpu_hours": round(gpu_h, 4), "tokens": tokens})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def paper_table(params: Mapping, table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's numbers (`report.paper`, labelled as the paper's) beside ours: our mean score x 100 over the
+    benchmarks that ran for that target and arm (the paper's average covers its own benchmark set)."""
+    paper = params["report"].get("paper")
+    if not paper:
+        return pd.DataFrame()
+    ran = table[table["n"] > 0]
+    rows = []
+    for target, arms in paper["values"].items():
+        for arm, value in arms.items():
+            ours = ran[(ran["target"] == target) & (ran["arm"] == arm)]["accuracy"]
+            rows.append({"target": target, "arm": arm, f"paper ({paper['source']})": value,
+                         "ours (mean x 100)": round(100 * float(ours.mean()), 1) if len(ours) else None})  # fmt: skip
     return pd.DataFrame(rows)
