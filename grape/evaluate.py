@@ -84,21 +84,27 @@ def _number(text: str) -> str:
     return str(int(float(text))) if float(text).is_integer() else f"{float(text):g}"
 
 
-def distractors(answer, n: int = 3) -> list[str]:
-    """Wrong answers near a numeric answer (off by one, by ten, doubled): what a model that almost solved the
-    problem would say, so that picking the right one needs the arithmetic."""
+def distractors(answer, n: int = 3, key: str | None = None) -> list[str]:
+    """Wrong answers near a numeric answer (off by one or two, by ten, doubled): what a model that almost solved
+    the problem would say, so that picking the right one needs the arithmetic. With `key` (the problem id) the n
+    are drawn from those near misses by a seed of the key, so no fixed offset is always the wrong one."""
     v = float(str(answer).replace(",", ""))
     out = []
     for x in (v + 1, v - 1, v + 10, v - 10, 2 * v, v + 2, v - 2, v + 100):
         s = _number(str(x))
         if s != _number(str(v)) and s not in out:
             out.append(s)
+    if key is not None:
+        import hashlib
+        import random
+
+        random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")).shuffle(out)
     return out[:n]
 
 
 def _choice_task(params: Mapping, test_path: str, out: str, doc_to_text: str) -> dict:
     """`evaluate.local_mode: choice`: the held-out problems as a loglikelihood task. Each problem's choices are the
-    reference's "The answer is N." and three near misses; the model picks the one it finds most likely. No
+    reference's "The answer is N." and `evaluate.local_choices - 1` near misses; the model picks the one it finds most likely. No
     generation, so several hundred problems cost less than 50 generated ones, and the paired intervals between
     arms get narrow enough to tell arms apart. Position does not matter for loglikelihood choice (each choice is
     scored alone), so the reference is choice 0. The choices file is written beside the YAML."""
@@ -108,7 +114,7 @@ def _choice_task(params: Mapping, test_path: str, out: str, doc_to_text: str) ->
         with open(tmp, "w", encoding="utf-8") as fh:
             for i, r in enumerate(rows, 1):
                 try:
-                    wrong = distractors(r["answer"])
+                    wrong = distractors(r["answer"], params["evaluate"]["local_choices"] - 1, key=str(r["id"]))
                 except ValueError:
                     raise ValueError(
                         f"{test_path}:{i}: answer {r['answer']!r} is not a number; evaluate.local_mode choice needs "

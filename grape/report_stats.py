@@ -111,7 +111,7 @@ def stage_costs(meta_files: Mapping[str, Sequence[Path]]) -> pd.DataFrame:
                 continue
             meta = read_json(path)
             c, p = meta.get("counts", {}), meta.get("params", {})
-            s = float(c.get("seconds") or 0.0)
+            s = float(c.get("seconds") or c.get("train_seconds") or 0.0)  # sft records its training time
             jobs += 1
             seconds += s
             gpus = p.get("gpus") or 0
