@@ -77,6 +77,8 @@ def outcome(paired: pd.DataFrame, ci: float) -> str:
             parts.append(f"grape beat original by {_pts(r.delta)} points [{_pts(r.lo)}, {_pts(r.hi)}] {where}.")
         elif r.hi < 0:
             parts.append(f"grape fell behind original by {_pts(r.delta)} points [{_pts(r.lo)}, {_pts(r.hi)}] {where}.")
+        elif r.lo == r.hi == 0:
+            parts.append(f"grape and original gave the same result on every problem {where}.")
         else:
             parts.append(
                 f"grape minus original is {_pts(r.delta)} points [{_pts(r.lo)}, {_pts(r.hi)}] {where}: "

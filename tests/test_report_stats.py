@@ -35,6 +35,8 @@ def test_outcome_follows_the_intervals():
     assert "resolvably ahead of base (local), original (local), random (local), resolvably behind none" in said
     same = {k: dict(v) for k, v in per.items()}
     same[("t", "grape", "local")] = dict(same[("t", "original", "local")])
+    assert "grape and original gave the same result on every problem" in outcome(paired_table(same, params), 0.95)
+    same[("t", "grape", "local")].update(p0=0.0, p1=1.0)  # one problem lost, one won
     assert "no difference resolvable at this size" in outcome(paired_table(same, params), 0.95)
 
 
