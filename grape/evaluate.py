@@ -44,15 +44,22 @@ def write_task(params: Mapping, test_path: str, out: str) -> dict:
     """Write the lm-eval task YAML for `test_path` (checked first: lm-eval would fail on it with less to go on)."""
     e = params["evaluate"]
     needed = "the held-out problems written by the data stage" if "local" in e["tasks"] else None
-    read_jsonl(test_path, TEST, unique="id", non_empty=needed)
+    rows = read_jsonl(test_path, TEST, unique="id", non_empty=needed)
     template = Template.from_config(params["template"])
     doc_to_text = template.prompt.replace("{instruction}", "{{instruction}}")
     if e["local_mode"] == "choice":
-        task = _choice_task(params, test_path, out, doc_to_text)
-        with atomic_path(out) as tmp:
-            tmp.write_text(yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
-        return task
-    task = {
+        task = _choice_task(params, rows, test_path, out, doc_to_text)
+    else:
+        task = _generate_task(params, test_path, doc_to_text)
+    with atomic_path(out) as tmp:
+        tmp.write_text(yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
+    return task
+
+
+def _generate_task(params: Mapping, test_path: str, doc_to_text: str) -> dict:
+    """`evaluate.local_mode: generate`: greedy generation, exact match of the last number against the answer."""
+    e = params["evaluate"]
+    return {
         "task": task_name(params["name"]),
         "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(Path(test_path).resolve())}},
@@ -75,9 +82,6 @@ def write_task(params: Mapping, test_path: str, out: str) -> dict:
         ],
         "metadata": {"version": 1.0},
     }
-    with atomic_path(out) as tmp:
-        tmp.write_text(yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
-    return task
 
 
 def _number(text: str) -> str:
@@ -102,13 +106,12 @@ def distractors(answer, n: int = 3, key: str | None = None) -> list[str]:
     return out[:n]
 
 
-def _choice_task(params: Mapping, test_path: str, out: str, doc_to_text: str) -> dict:
+def _choice_task(params: Mapping, rows: list[dict], test_path: str, out: str, doc_to_text: str) -> dict:
     """`evaluate.local_mode: choice`: the held-out problems as a loglikelihood task. Each problem's choices are the
     reference's "The answer is N." and `evaluate.local_choices - 1` near misses; the model picks the one it finds most likely. No
     generation, so several hundred problems cost less than 50 generated ones, and the paired intervals between
     arms get narrow enough to tell arms apart. Position does not matter for loglikelihood choice (each choice is
     scored alone), so the reference is choice 0. The choices file is written beside the YAML."""
-    rows = read_jsonl(test_path, TEST, unique="id")
     choices_path = Path(out).with_name("choices.jsonl")
     with atomic_path(choices_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -178,7 +181,7 @@ def _spec(tm, name: str, b: Mapping):
     return {**cfg, **over}
 
 
-def _samples(res: Mapping, name: str, metric: str, filt: str, local: bool) -> list[dict]:
+def _samples(res: Mapping, metric: str, filt: str, local: bool) -> list[dict]:
     """Per-problem rows of one benchmark (every leaf task of a group), in task then document order."""
     rows = []
     for task in sorted(res.get("samples", {})):
@@ -282,7 +285,7 @@ def run(params: Mapping, model_dir: str, task_yaml: str, out: str) -> dict:
             confirm_run_unsafe_code=bool(b.get("code")),
         )
         filt = b.get("filter") or "none"
-        samples = _samples(res, name, b["metric"], filt, local=name == "local")
+        samples = _samples(res, b["metric"], filt, local=name == "local")
         if not samples:
             raise ValueError(f"evaluate: benchmark {name!r} ({b['task']}) gave no samples for filter {filt!r}")
         acc = sum(s["correct"] for s in samples) / len(samples)

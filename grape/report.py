@@ -126,9 +126,7 @@ def loss_table(params: Mapping, files: Mapping) -> pd.DataFrame:
 def selected_vs_not(params: Mapping, files: Mapping) -> pd.DataFrame:
     """Per target: the mean log-prob of the candidates grape selected against those it did not (and their counts)."""
     rows = []
-    for target in params["targets"]:
-        if "grape" not in params["arms"]:
-            break
+    for target in params["targets"] if "grape" in params["arms"] else []:
         chosen = {r["candidate_id"] for r in read_jsonl(files["selections"][(target, "grape")], SELECTION)}
         scores = read_jsonl(files["scores"][target], SCORED)
         sel = [r["mean_logprob"] for r in scores if r["candidate_id"] in chosen]
@@ -148,7 +146,7 @@ def task_breakdown(params: Mapping, files: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target", "arm", "task", "selected"])
 
 
-def costs(params: Mapping, inputs: "Inputs", files: Mapping) -> pd.DataFrame:
+def costs(inputs: "Inputs") -> pd.DataFrame:
     """Cost per stage from every output's meta.json (`grape.report_stats.stage_costs`)."""
     stages = {
         "sample": [meta_path(p) for p in inputs.candidates],
@@ -301,7 +299,7 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
     scores = score_frame(params, files)
     loss = loss_table(params, files)
     fit = selected_vs_not(params, files)
-    cost = costs(params, inputs, files)
+    cost = costs(inputs)
     tasks = task_breakdown(params, files)
     for name, df in (("results.csv", table), ("paired.csv", paired), ("selection_sources.csv", shares),
                      ("verify_counts.csv", verify), ("loss.csv", loss), ("selected_vs_not.csv", fit),
