@@ -1,14 +1,16 @@
 """Sampling throughput of the backends on one model and one set of prompts, side by side in one run (not a test).
 
-    .venv/bin/python bench/sample.py                    # tiny random Llama (head dim 64), 64 prompts x 2 samples
+    .venv/bin/python bench/sample.py                    # tiny random Llama (head dim 64), 256 prompts x 2 samples
     .venv/bin/python bench/sample.py --prompts 128 --max-new-tokens 64
 
 Every method runs `grape sample` as the workflow runs it, on the same train file and settings (temperature 0.8,
 n samples, `--max-new-tokens` with no stop strings, so every sample runs to the limit unless it hits EOS):
   hf          transformers generate, batched (`sample.batch_size` prompts per call), in .venv
   vllm        vLLM's offline engine (.venv-vllm)
-  openai c=1  the openai backend at concurrency 1, against vLLM's OpenAI-compatible server on 127.0.0.1
+  openai c=1  the openai backend at concurrency 1, against vLLM's OpenAI-compatible server on 127.0.0.1, with
+              --prompts-per-request instructions per completions request
   openai c=32 the same at concurrency 32
+  c=32 p=1    concurrency 32, one instruction per request (per-instruction seeds, the backend's default)
   vllm engine LLM.generate alone on the same prompts (no engine start, after a warm-up): the offline engine's rate
 Reported: completion tokens per second (the stage's cost counts over its wall time, so model loading and engine
 start are included for hf and vllm, not the server's start), and ratios to the engine alone and to concurrency 1.
@@ -48,7 +50,7 @@ import json, sys, time
 from vllm import LLM, SamplingParams
 model, train, n, max_tokens, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 prompts = ["Question: " + json.loads(l)["instruction"] + "\\nAnswer:" for l in open(train)]
-llm = LLM(model=model, dtype=dtype, max_model_len=512, enforce_eager=True, seed=0)
+llm = LLM(model=model, dtype=dtype, max_model_len=512, enforce_eager=True, seed=0, enable_chunked_prefill=False)
 sp = SamplingParams(n=n, temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=0)
 llm.generate(prompts[:2], sp, use_tqdm=False)
 t = time.perf_counter()
@@ -75,10 +77,11 @@ def engine_only(model: Path, train: Path, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--n", type=int, default=2)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompts-per-request", type=int, default=2)
     args = ap.parse_args()
     if not (VENV / "bin" / "grape").exists():
         raise SystemExit("needs .venv-vllm: run `make vllm-env` first")
@@ -112,7 +115,7 @@ def main() -> None:
         server = subprocess.Popen(
             [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
              "--host", "127.0.0.1", "--port", str(port), "--dtype", runtime.dtype_name(), "--max-model-len", "512",
-             "--enforce-eager", "--served-model-name", "tiny"],
+             "--enforce-eager", "--served-model-name", "tiny", "--no-enable-chunked-prefill"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
         )  # fmt: skip
         try:
@@ -122,18 +125,21 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(1)
-            for c in (1, 32):
+            runs = (("openai c=1", 1, args.prompts_per_request), ("openai c=32", 32, args.prompts_per_request),
+                    ("c=32 p=1", 32, 1))  # fmt: skip
+            for name, c, per in runs:
                 p = params("sample.backend=openai", "model@models.tiny_a=endpoint", "models.tiny_a.endpoint.model=tiny",
                            f"models.tiny_a.endpoint.base_url=http://127.0.0.1:{port}/v1",
-                           "models.tiny_a.endpoint.api=completions", f"sample.concurrency={c}")  # fmt: skip
-                rows.append((f"openai c={c}", run(str(Path(sys.executable).parent / "grape"), p, str(model), train,
-                                                  d / f"openai{c}.jsonl")))  # fmt: skip
+                           "models.tiny_a.endpoint.api=completions", f"sample.concurrency={c}", f"sample.prompts_per_request={per}")  # fmt: skip
+                rows.append((name, run(str(Path(sys.executable).parent / "grape"), p, str(model), train,
+                                                  d / f"openai{c}-{per}.jsonl")))  # fmt: skip
         finally:
             server.terminate()
             server.wait(timeout=60)
     print(f"\nCPU: {runtime.cpu_summary()}; dtype {runtime.dtype_name()}")
     print(f"tiny random Llama (hidden 128, 2 layers), {args.prompts} prompts x {args.n} samples, "
-          f"max_new_tokens {args.max_new_tokens}, {args.threads} threads\n")  # fmt: skip
+          f"max_new_tokens {args.max_new_tokens}, {args.threads} threads, "
+          f"openai: {args.prompts_per_request} prompts per request unless p= says otherwise\n")  # fmt: skip
     print(f"{'method':12} {'seconds':>8} {'compl tok':>10} {'tok/s':>8} {'x engine':>8} {'x c=1':>7}")
     print("-" * 58)
     rate = {name: c["cost"]["completion_tokens"] / c["cost"]["wall_seconds"] for name, c in rows}

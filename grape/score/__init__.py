@@ -61,17 +61,23 @@ def run(
     max_length = min(s["max_length"], context - impl.CONTEXT_RESERVE) if context else s["max_length"]
     partial = Path(f"{out}.partial")
     tok = model_folder.load_tokenizer(model_dir) if index.ids else None
-    scored, skipped = score_file(
-        lambda: impl.load(model_dir, options, max_length, params["seed"]),
-        tok,
-        template,
-        pool_path,
-        max_length,
-        s["overlong"],
-        chunk_size=s["chunk_size"],
-        index=index,
-        partial_path=partial,
-    )
+    try:
+        scored, skipped = score_file(
+            lambda: impl.load(model_dir, options, max_length, params["seed"]),
+            tok,
+            template,
+            pool_path,
+            max_length,
+            s["overlong"],
+            chunk_size=s["chunk_size"],
+            index=index,
+            partial_path=partial,
+        )
+        fid = None
+        if dtype != "float32" and s.get("fidelity_sample", 64) and scored:
+            fid = _fidelity(impl, model_dir, options, max_length, params, tok, template, index, scored)
+    finally:
+        index.close()
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
     partial.unlink(missing_ok=True)
@@ -79,6 +85,7 @@ def run(
         "backend": s["backend"],
         "dtype": dtype,
         "dtype_reason": dtype_why,
+        **({"dtype_fidelity": fid} if fid is not None else {}),
         "shard": shard,
         "shards": shards,
         "max_length": max_length,
@@ -88,10 +95,37 @@ def run(
     }
 
 
+def _fidelity(impl, model_dir, options, max_length, params, tok, template, index, scored) -> dict:
+    """The shard's first `score.fidelity_sample` instructions scored again in fp32 by the same backend, compared with
+    this run's scores (`grape.score.fidelity`): the report shows what the faster dtype changed."""
+    from grape.score import fidelity
+    from grape.score.checkpoint import score_pool
+
+    s = params["score"]
+    n = s.get("fidelity_sample", 64)
+    rows, wanted = [], {}
+    for chunk in index.chunks:  # chunks hold whole instructions, in the canonical order
+        for row in index.fetch(chunk):
+            if row["instruction_id"] in wanted or len(wanted) < n:
+                wanted.setdefault(row["instruction_id"], True)
+                rows.append(row)
+        if len(wanted) >= n:
+            break
+    scorer = impl.load(model_dir, {**options, "dtype": "float32"}, max_length, params["seed"])
+    ref, _ = score_pool(scorer, tok, template, rows, max_length, s["overlong"], progress=False)
+    summary = fidelity.compare(
+        {r["candidate_id"]: (r["instruction_id"], r["mean_logprob"]) for r in ref},
+        {r["candidate_id"]: r["mean_logprob"] for r in scored if r["instruction_id"] in wanted},
+        s.get("fidelity_tie", 0.01),
+    )
+    return {"dtype": options["dtype"], "reference_dtype": "float32", **summary}
+
+
 def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_out: str) -> dict:
     """Join the shards of one target into `scores/<target>.jsonl` (+ the skipped list); same for any shard count."""
     from grape.contracts import SCORED, SKIPPED
     from grape.io import read_jsonl, write_jsonl
+    from grape.score import fidelity
     from grape.score.results import summary
     from grape.score.shards import gather_shards
 
@@ -102,15 +136,17 @@ def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_o
     scored, skipped = gather_shards(parts)
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
-    how = {}  # backend and dtype (with why) as the shards' meta.json recorded them
+    how, fids = {}, []  # backend and dtype (with why, and what it changed) as the shards' meta.json recorded them
     for path in shard_paths:
         meta = Path(f"{path}.meta.json")
         if meta.exists():
             counts = json.loads(meta.read_text()).get("counts", {})
-            how = {k: counts.get(k) for k in ("backend", "dtype", "dtype_reason")}
-            break
+            how = how or {k: counts.get(k) for k in ("backend", "dtype", "dtype_reason")}
+            fids.append(counts.get("dtype_fidelity"))
+    fid = fidelity.merge(fids)
     return {
         **how,
+        **({"dtype_fidelity": fid} if fid else {}),
         "shards": len(parts),
         "empty_shards": sum(1 for a, b in parts if not a and not b),
         **summary(scored, skipped),

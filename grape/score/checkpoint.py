@@ -193,6 +193,7 @@ def score_file(
 ) -> tuple[list[dict], list[dict]]:
     """Stream a pool JSONL file (one shard of it) through the scorer; the scorer is built only when there is
     something to score (an empty shard loads no model)."""
+    own = index is None  # an index handed in stays open: its owner closes it
     index = index or index_file(path, chunk_size, shard, shards, progress=driver.get("progress", True))
     try:
         if not index.ids:
@@ -201,4 +202,5 @@ def score_file(
             scorer_factory(), tokenizer, template, index, max_length, overlong, chunk_size=chunk_size, **driver
         )
     finally:
-        index.close()
+        if own:
+            index.close()
