@@ -1,6 +1,7 @@
 """Both reports in a real browser: headless Chromium (Debian's `chromium`, installed here if missing) loads the
 tiny experiment's summary.html and Snakemake's report.html, and each must load without a script error and show
-its tables and every figure (each <img> decoded to a non-zero size).
+its tables and every figure (each <img> decoded to a non-zero size; in report.html each figure opened through the
+report app itself).
 
 A small script is appended to a copy of each page: on load it records script errors and, per image, whether it
 decoded; `--dump-dom` then prints the page as the browser built it, and the test reads the record from it.
@@ -37,6 +38,31 @@ window.addEventListener('load', () => setTimeout(() => {
 """
 
 
+# Snakemake's report is a React app: a figure is shown only when its result is opened. This probe opens every image
+# result the way the app's view button does (`app.setView({content: "img", contentPath: data_uri})`, `app` being the
+# report's own global), lets React render it, and records whether the <img> the app rendered decoded.
+REPORT_PROBE = """
+<script>
+window.addEventListener('load', () => setTimeout(async () => {
+  const wait = ms => new Promise(r => setTimeout(r, ms));
+  const figures = Object.entries(results).filter(([, r]) => (r.mime_type || '').startsWith('image/'));
+  const shown = [], failed = [];
+  for (const [path, r] of figures) {
+    app.setView({content: 'img', contentPath: r.data_uri, resultPath: path});
+    await wait(300);
+    const img = [...document.querySelectorAll('#app img')].find(i => i.getAttribute('src') === r.data_uri);
+    (img && img.complete && img.naturalWidth > 0 ? shown : failed).push(r.name);
+  }
+  const d = document.createElement('pre');
+  d.id = 'grape-probe';
+  d.textContent = JSON.stringify({errors: window.__errors, figures: figures.length, shown, failed,
+    results: Object.keys(results).length});
+  document.body.appendChild(d);
+}, 1500));
+</script>
+"""
+
+
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
@@ -52,7 +78,7 @@ def _chromium() -> str:
     return shutil.which("chromium")
 
 
-def _render(browser: str, page, tmp_path) -> dict:
+def _render(browser: str, page, tmp_path, probe_script: str = PROBE) -> dict:
     import json
 
     probe = tmp_path / f"probed-{page.name}"
@@ -60,7 +86,7 @@ def _render(browser: str, page, tmp_path) -> dict:
     head = text.find("<head>")
     text = text[: head + 6] + LISTEN + text[head + 6 :] if head >= 0 else LISTEN + text
     end = text.rfind("</body>")
-    probe.write_text(text[:end] + PROBE + text[end:] if end >= 0 else text + PROBE)
+    probe.write_text(text[:end] + probe_script + text[end:] if end >= 0 else text + probe_script)
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
            "--virtual-time-budget=15000", "--dump-dom", probe.resolve().as_uri()]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
@@ -83,7 +109,9 @@ def test_summary_and_snakemake_report_render_in_chromium(tiny_run, tmp_path):
     out = tmp_path / "report.html"
     proc = snakemake(workdir, "--config", "experiment=tiny", "--report", str(out), timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    report, dom = _render(browser, out, tmp_path)
+    report, dom = _render(browser, out, tmp_path, REPORT_PROBE)
     assert report["errors"] == [], report
     for caption in ("Results", "Selection", "Scoring", "Training", "Cost"):  # the report's categories, rendered
         assert caption in dom, caption
+    assert report["figures"] >= 5 and report["failed"] == [], report  # every figure opens and decodes in the app
+    assert {"accuracy.svg", "paired.svg", "loss.svg"} <= set(report["shown"]), report

@@ -5,8 +5,9 @@ fixed cut whatever has been done). A finished chunk's candidates are appended to
 `<output>.partial.done`, in that order, each flushed to disk; so after a kill every chunk listed as done is whole in
 the partial file (a half-written tail past the last listed chunk is cut off on resume). A rerun reads them, hands
 the backend only the chunks not done, and the final file is the partial one's rows sorted back into chunk order:
-the same file an uninterrupted run writes, because backends seed by chunk (hf) or by request (per instruction and
-sample), never by how many came before. Each chunk is requested once per run.
+the same file an uninterrupted run writes, because backends seed by chunk (hf) or by request (per instruction, or per
+group of instructions cut at fixed places in a chunk: openai's prompts_per_request), never by how many came before.
+Each chunk is requested once per run.
 
 Requests a backend gave up on (after its retries) come back as failures: they are written to
 the stage's `missing` file (`candidates/missing/<source>.jsonl`) with the error, counted, and the stage fails unless their share is at most
