@@ -61,6 +61,7 @@ def _results(rows: list[Mapping], n: int, reply: Mapping | None, error: str | No
         return [{"row": row, "k": k, "error": error} for row in rows for k in range(n)]
     choices = {int(c.get("index", i)): c for i, c in enumerate(reply.get("choices") or [])}
     usage = reply.get("usage") or {}
+    booked = False
     out = []
     for p, row in enumerate(rows):
         for k in range(n):
@@ -77,15 +78,11 @@ def _results(rows: list[Mapping], n: int, reply: Mapping | None, error: str | No
                     "k": k,
                     "text": (text or "").strip(),
                     "finish": "length" if c.get("finish_reason") == "length" else "stop",
-                    "prompt_tokens": 0,
-                    "completion_tokens": 0,
+                    "prompt_tokens": 0 if booked else int(usage.get("prompt_tokens") or 0),
+                    "completion_tokens": 0 if booked else int(usage.get("completion_tokens") or 0),
                 }
             )
-    for r in out:
-        if "error" not in r:
-            r["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
-            r["completion_tokens"] = int(usage.get("completion_tokens") or 0)
-            break
+            booked = True
     return out
 
 

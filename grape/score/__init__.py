@@ -103,11 +103,11 @@ def _fidelity(impl, model_dir, options, max_length, params, tok, template, index
 
     s = params["score"]
     n = s.get("fidelity_sample", 64)
-    rows, wanted = [], {}
+    rows, wanted = [], set()
     for chunk in index.chunks:  # chunks hold whole instructions, in the canonical order
         for row in index.fetch(chunk):
             if row["instruction_id"] in wanted or len(wanted) < n:
-                wanted.setdefault(row["instruction_id"], True)
+                wanted.add(row["instruction_id"])
                 rows.append(row)
         if len(wanted) >= n:
             break
