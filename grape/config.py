@@ -223,8 +223,10 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     if stage == "model":
         return {"name": wc["model"], "experiment": cfg.get("experiment"), "model": cfg["models"][wc["model"]]}
     if stage == "prefetch":
+        e = cfg["evaluate"]
+        ae = e["benchmarks"].get("alpaca_eval") if "alpaca_eval" in e["tasks"] else None  # its hub files, if judged
         return {"experiment": cfg.get("experiment"), "cache_dir": cfg.get("cache_dir"), "models": cfg["models"],
-                "data": cfg["data"]}  # fmt: skip
+                "data": cfg["data"], "alpaca_eval": ae}  # fmt: skip
     if stage == "sample":
         return {
             **common,

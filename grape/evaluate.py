@@ -13,6 +13,9 @@ Benchmarks (`evaluate.benchmarks`, chosen per experiment by `evaluate.tasks`):
   `mmlu`), ours in `grape/lm_eval_tasks/` where they do not or cannot run offline (HumanEval, MBPP and LeetCode
   with an offline pass@1, TheoremQA). Each runs in its own `simple_evaluate` call on one loaded model, so limits,
   shot counts and generation lengths are per benchmark. `dataset` / `package_file` point a task at a local copy.
+- AlpacaEval 2 (`task: alpaca_eval`) is not an lm-eval task: `grape.alpaca` answers its instructions with the same
+  loaded model and has the configured judge endpoint compare them with the reference answers (alpaca_eval's own
+  judge protocol and win rates); without a judge it is recorded as not run.
 - Code benchmarks execute model-written code: they run only when `evaluate.allow_code_execution` is true (then
   `HF_ALLOW_CODE_EVAL=1` and lm-eval's `confirm_run_unsafe_code`); otherwise they are recorded as not run, and the
   report says so.
@@ -26,6 +29,7 @@ from typing import Mapping
 
 import yaml
 
+from grape import alpaca
 from grape.contracts import TEST
 from grape.io import atomic_path, read_jsonl, write_json
 from grape.template import Template
@@ -227,7 +231,12 @@ def benchmark_plan(params: Mapping, task_yaml: str) -> dict:
                 f"evaluate.tasks names {name!r}, which is not in evaluate.benchmarks ({sorted(e['benchmarks'])})"
             )
         b = e["benchmarks"][name]
-        if b.get("code") and not e["allow_code_execution"]:
+        if b["task"] == alpaca.NAME and not b.get("judge"):
+            plan[name] = (
+                "not run: AlpacaEval 2 needs a judge model; set evaluate.benchmarks.alpaca_eval.judge "
+                "{base_url, model, api_key_env} to an OpenAI-compatible server"
+            )
+        elif b.get("code") and not e["allow_code_execution"]:
             plan[name] = "not run: it executes model-written code; set evaluate.allow_code_execution: true to run it"
         else:
             plan[name] = b
@@ -266,6 +275,11 @@ def run(params: Mapping, model_dir: str, task_yaml: str, out: str) -> dict:
         if isinstance(b, str):
             results[name] = {"not_run": b}
             summary[name] = None
+            continue
+        if b["task"] == alpaca.NAME:
+            prompt = Template.from_config(params["template"]).prompt
+            results[name] = alpaca.run(lm, b, prompt, f"grape:{Path(model_dir).name}")
+            summary[name] = round(results[name]["accuracy"], 4)
             continue
         spec = _spec(tm, name, b)
         gen = {"max_gen_toks": b["max_gen_toks"]} if b.get("max_gen_toks") else None

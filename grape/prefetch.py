@@ -36,6 +36,16 @@ def needs(cfg: Mapping) -> list[dict]:
     for ds in d.get("datasets") or []:
         if not Path(ds["path"]).exists():
             out.append({"kind": "dataset", "name": ds["name"], "id": ds["path"], "revision": ds.get("revision")})
+    if "evaluate" in cfg:  # a whole config; the prefetch stage's slice holds `alpaca_eval` alone
+        e = cfg["evaluate"]
+        ae = e["benchmarks"].get("alpaca_eval") if "alpaca_eval" in e["tasks"] else None
+    else:
+        ae = cfg.get("alpaca_eval")
+    if ae and ae.get("judge"):
+        from grape import alpaca
+
+        files = alpaca.HUB_FILES[1:] if ae.get("reference") else alpaca.HUB_FILES
+        out.append({"kind": "dataset", "name": "alpaca_eval", "id": alpaca.HUB_ID, "revision": None, "files": files})
     return out
 
 
@@ -83,7 +93,7 @@ def fetch(cfg: Mapping, dry_run: bool = False) -> list[dict]:
                 item["id"],
                 revision=item["revision"],
                 repo_type="model" if model else "dataset",
-                allow_patterns=MODEL_FILES if model else None,
+                allow_patterns=MODEL_FILES if model else item.get("files"),
             )
         )
         files = sorted(p for p in folder.rglob("*") if p.is_file())

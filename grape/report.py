@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from grape import alpaca
 from grape import report_figures as figures
 from grape.contracts import EVAL_SAMPLE, SCORED, SELECTION
 from grape.io import DataError, atomic_path, check_row, read_json, read_jsonl
@@ -106,6 +107,8 @@ def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
                 per_problem[(target, arm, bench)] = {s["id"]: float(s["correct"]) for s in res["samples"]}
                 limit = res.get("limit")
                 note = f"first {limit} problems per task" if limit else ""
+                if res.get("judge"):
+                    note = "; ".join(x for x in [note, alpaca.report_note(res)] if x)
                 rows.append({**row, "metric": res["metric"], "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi,
                              "n": res["n"], "note": note, **train})  # fmt: skip
     return pd.DataFrame(rows), per_problem

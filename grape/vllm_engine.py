@@ -5,6 +5,12 @@ the engine is destroyed while still joinable ("terminate called without an activ
 seen in CI once every few runs after the outputs were already written. A job must not fail for that, so every
 engine built here is shut down explicitly, and a `grape` command that used vLLM leaves with `os._exit` once its
 outputs are written and its streams flushed (`exit_if_used`), skipping the finalisers that crash.
+
+On CPU, vLLM reserves `gpu_memory_utilization` (0.92) of the NUMA node's *total* memory and refuses to start when
+that much is not free ("Available memory on node 0 (11.37/12.96 GiB) on startup is less than desired CPU memory
+utilization"), which is the normal state of a workstation or of a Snakemake job beside others. An explicit KV
+cache size skips that check, so on CPU the engine gets one: vLLM's own `VLLM_CPU_KVCACHE_SPACE` (GiB) when the
+user set it, else a quarter of the memory available now, at most `CPU_KV_CACHE_MAX_GIB`.
 """
 
 from __future__ import annotations
@@ -13,12 +19,31 @@ import os
 import sys
 
 _ENGINES: list = []
+CPU_KV_CACHE_MAX_GIB = 4  # 4 GiB hold ~90K tokens of a 135M model's fp32 KV: many chunks of prompts x samples
+GIB = 1 << 30
+
+
+def cpu_kv_cache_bytes(available_bytes: int, env: dict | None = None) -> int | None:
+    """The KV cache size to give a CPU engine: None where `VLLM_CPU_KVCACHE_SPACE` is set (vLLM reads it itself)."""
+    env = os.environ if env is None else env
+    if env.get("VLLM_CPU_KVCACHE_SPACE", "") != "":
+        return None
+    return int(max(GIB // 4, min(CPU_KV_CACHE_MAX_GIB * GIB, available_bytes // 4)))
 
 
 def build(**kwargs):
     """`vllm.LLM(**kwargs)`, remembered so that `shutdown` can end it."""
     from vllm import LLM
 
+    from grape import runtime
+
+    if runtime.device() == "cpu" and "kv_cache_memory_bytes" not in kwargs:
+        import psutil
+
+        kv = cpu_kv_cache_bytes(psutil.virtual_memory().available)
+        if kv is not None:
+            kwargs["kv_cache_memory_bytes"] = kv
+            print(f"vLLM on CPU: KV cache {kv / GIB:.2f} GiB (VLLM_CPU_KVCACHE_SPACE=<GiB> to choose)", file=sys.stderr)
     llm = LLM(**kwargs)
     _ENGINES.append(llm)
     return llm

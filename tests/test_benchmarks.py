@@ -47,7 +47,8 @@ def test_every_paper_benchmark_runs_offline_on_the_tiny_model(tiny_model_dir, tm
     cfg = gconfig.compose("tiny", [])
     p = gconfig.stage_params(cfg, "evaluate")
     e = p["evaluate"]
-    assert set(OFFLINE) == set(e["benchmarks"]), "a benchmark of the catalog has no offline check here"
+    # AlpacaEval 2 needs a judge server: tests/test_alpaca_eval.py
+    assert set(OFFLINE) == set(e["benchmarks"]) - {"alpaca_eval"}, "a benchmark of the catalog has no offline check"
     e.update(tasks=["local", *OFFLINE], allow_code_execution=True, batch_size=4, limit=2)
     for name, (task, dataset, shots) in OFFLINE.items():
         b = e["benchmarks"][name]

@@ -34,6 +34,11 @@ def test_prefetch_lists_exactly_the_hub_models_and_datasets_of_a_config():
     proc = subprocess.run([GRAPE, "prefetch", "--experiment", "tulu3", "--dry-run"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 3 + 5 and "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout
+    judged = ["evaluate.benchmarks.alpaca_eval.judge={base_url:'http://judge:8000/v1',model:judge}"]
+    proc = subprocess.run([GRAPE, "prefetch", "--experiment", "tulu3", "--dry-run", *judged], capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 and "tatsu-lab/alpaca_eval" in proc.stdout  # AE2's hub files
 
 
 def test_an_offline_job_with_a_missing_model_names_it_and_the_prefetch_command(tmp_path, monkeypatch):

