@@ -14,14 +14,16 @@ What happens, with the package's own pieces where it has them:
 3. alpaca_eval's `PairwiseAnnotator` with its AlpacaEval 2 judge protocol (`weighted_alpaca_eval_gpt4_turbo`: the
    judge's log-probabilities of "m" vs "M" give a soft preference; the two answers' order is randomised per
    instruction), with the model name and server replaced by the configured judge;
-4. alpaca_eval's `get_winrate` (AE2-WR) and, where its GLM's instruction difficulties (`df_gamed.csv` of the hub
-   dataset) are in the HF cache, `get_length_controlled_winrate` (AE2-LC); otherwise LC is recorded as not
-   computed, with the reason.
+4. alpaca_eval's `get_winrate` (AE2-WR) and, on AE2's own instructions with its GLM's instruction difficulties
+   (`df_gamed.csv` of the hub dataset) in the HF cache, `get_length_controlled_winrate` (AE2-LC); otherwise LC is
+   recorded as not computed, with the reason.
 
 The per-instruction soft win (preference - 1, in [0, 1]) is the benchmark's per-problem score, so the report's paired
-bootstrap between arms works as for every other benchmark. An instruction the judge left unanswered (no "m"/"M"
-among its top log-probs, or a failed request) is counted (`n_unjudged`) and left out of the win rate, as alpaca_eval
-does. The API key is read from the environment variable the config names, and never written anywhere.
+bootstrap between arms works as for every other benchmark. An instruction the judge left undecided (no "m"/"M"
+among its top log-probs) is counted (`n_unjudged`) and left out of the win rate, as alpaca_eval does; a request the
+judge refuses (key, model name, address) fails the job, and a one-token request checks all three before the model
+starts answering. The API key is read from the environment variable the config names (`OPENAI_API_KEY` when none
+is named), and never written anywhere.
 """
 
 from __future__ import annotations
@@ -104,13 +106,43 @@ def annotator_config(judge: Mapping, workdir: Path) -> Path:
     return out
 
 
-def run(lm, b: Mapping, prompt: str, name: str) -> dict:
-    """Answer, judge and score; returns `grape.evaluate`'s per-benchmark record (score, samples, what was used)."""
+def _api_key(judge: Mapping) -> str:
+    """The judge's key, from the environment variable the config names (a local server needs none)."""
+    key_env = judge.get("api_key_env")
+    if key_env and not os.environ.get(key_env):
+        raise KeyError(f"evaluate.benchmarks.alpaca_eval.judge.api_key_env: ${key_env} is not set")
+    return os.environ[key_env] if key_env else os.environ.get("OPENAI_API_KEY", "EMPTY")
+
+
+def preflight(judge: Mapping, key: str) -> None:
+    """One tiny request in the protocol's form (chat, 1 token, top log-probs) before the model spends hours
+    answering: a wrong key, model name or address fails here, naming the judge."""
+    import openai
+
+    client = openai.OpenAI(base_url=judge["base_url"], api_key=key, max_retries=2, timeout=120)
+    try:
+        client.chat.completions.create(model=judge["model"], messages=[{"role": "user", "content": "m or M?"}],
+                                       max_tokens=1, logprobs=True, top_logprobs=5)  # fmt: skip
+    except openai.OpenAIError as err:
+        raise RuntimeError(
+            f"evaluate.benchmarks.alpaca_eval.judge: {judge['model']!r} at {judge['base_url']} refused a one-token "
+            f"judge request: {type(err).__name__}: {err}"
+        ) from None
+
+
+def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
+    """Answer, judge and score; returns `grape.evaluate`'s per-benchmark record (score, samples, what was used).
+    `defaults`: the experiment's `evaluate` settings, for `until` / `max_gen_toks` the benchmark leaves unset."""
+    from alpaca_eval import metrics  # imported first: a missing package fails before any generation
+    from alpaca_eval.annotators import PairwiseAnnotator
     from lm_eval.api.instance import Instance
 
     judge = b["judge"]
     rows = load_reference(b.get("reference"), b.get("limit"))
-    gen = {"until": list(b["until"]), "max_gen_toks": b["max_gen_toks"], "do_sample": False}
+    key = _api_key(judge)
+    preflight(judge, key)
+    gen = {"until": list(b.get("until") or defaults["until"]), "do_sample": False,
+           "max_gen_toks": b.get("max_gen_toks") or defaults["max_gen_toks"]}  # fmt: skip
     requests = [
         Instance("generate_until", r, (prompt.replace("{instruction}", r["instruction"]), gen), i)
         for i, r in enumerate(rows)
@@ -118,42 +150,52 @@ def run(lm, b: Mapping, prompt: str, name: str) -> dict:
     t0 = time.time()
     outputs = [o.strip() for o in lm.generate_until(requests)]
     t_generate = time.time() - t0
-    key_env = judge.get("api_key_env")
-    if key_env and not os.environ.get(key_env):
-        raise KeyError(f"evaluate.benchmarks.alpaca_eval.judge.api_key_env: ${key_env} is not set")
-    os.environ["OPENAI_API_KEY"] = os.environ[key_env] if key_env else "EMPTY"  # the client reads it from here
-    from alpaca_eval import metrics
-    from alpaca_eval.annotators import PairwiseAnnotator
-
     t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="grape_alpaca_eval_") as tmp:
-        config = annotator_config(judge, Path(tmp))
-        annotator = PairwiseAnnotator(annotators_config=str(config), seed=0, caching_path=None)
-        reference = [{"instruction": r["instruction"], "output": r["output"],
-                      "generator": r.get("generator", "reference")} for r in rows]  # fmt: skip
-        model = [{"instruction": r["instruction"], "output": o, "generator": name} for r, o in zip(rows, outputs)]
-        annotations = annotator.annotate_head2head(outputs_1=reference, outputs_2=model)
+    before = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = key  # alpaca_eval's client reads the key from here; restored below
+    try:
+        with tempfile.TemporaryDirectory(prefix="grape_alpaca_eval_") as tmp:
+            config = annotator_config(judge, Path(tmp))
+            annotator = PairwiseAnnotator(annotators_config=str(config), seed=0, caching_path=None)
+            reference = [{"instruction": r["instruction"], "output": r["output"],
+                          "generator": r.get("generator", "reference")} for r in rows]  # fmt: skip
+            model = [{"instruction": r["instruction"], "output": o, "generator": name} for r, o in zip(rows, outputs)]
+            annotations = annotator.annotate_head2head(outputs_1=reference, outputs_2=model)
+    finally:
+        if before is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = before
     t_judge = time.time() - t0
     pref = {(a["instruction"], a["output_2"]): a.get("preference") for a in annotations}
     samples, unjudged = [], 0
     for i, (r, o) in enumerate(zip(rows, outputs)):
         p = pref.get((r["instruction"], o))
-        if p is None or p != p:  # None or NaN: the judge gave no usable preference
+        if p is None or p != p:  # None or NaN: no "m"/"M" among the judge's top log-probs
             unjudged += 1
             continue
         samples.append({"doc_id": i, "task": NAME, "id": f"{NAME}:{i}", "target": r["output"], "output": o,
                         "extracted": f"preference {float(p):.4f}", "correct": float(p) - 1.0})  # fmt: skip
-    judged = [a for a in annotations if a.get("preference") is not None and a["preference"] == a["preference"]]
-    wr = metrics.get_winrate(judged) if judged else {}
-    try:
-        lc = metrics.get_length_controlled_winrate(judged, save_weights_dir=None) if judged else {}
-        lc_note = None
-    except Exception as err:  # offline without the hub dataset's df_gamed.csv in the HF cache
-        lc, lc_note = {}, f"length-controlled win rate not computed: {type(err).__name__}: {str(err)[:300]}"
+    if not samples:
+        raise ValueError(
+            f"AlpacaEval 2: the judge {judge['model']!r} gave no usable preference for any of {len(rows)} "
+            "instructions (no 'm' or 'M' among its top-5 log-probs): is it an instruction-following model?"
+        )
+    wr = metrics.get_winrate(
+        [a for a in annotations if a.get("preference") is not None and a["preference"] == a["preference"]]
+    )
+    lc, lc_note = {}, None
+    if b.get("reference"):
+        lc_note = "LC not computed: its GLM knows the difficulty of AE2's own instructions only"
+    else:
+        try:  # every row, in AE2's order: the GLM looks instruction difficulties up by position
+            lc = metrics.get_length_controlled_winrate(annotations, save_weights_dir=None)
+        except Exception as err:  # offline without df_gamed.csv of the hub dataset in the HF cache
+            lc_note = f"LC not computed ({type(err).__name__}: needs df_gamed.csv of {HUB_ID}: snakemake prefetch)"
     return {
         "task": NAME,
         "metric": "win,preference",
-        "accuracy": sum(s["correct"] for s in samples) / len(samples) if samples else 0.0,
+        "accuracy": sum(s["correct"] for s in samples) / len(samples),
         "n": len(samples),
         "n_unjudged": unjudged,
         "win_rate": wr.get("win_rate"),
@@ -171,5 +213,5 @@ def run(lm, b: Mapping, prompt: str, name: str) -> dict:
 def report_note(res: Mapping) -> str:
     """The report's note on an AlpacaEval 2 row: the judge, the length-controlled win rate, what went unjudged."""
     lc = res.get("lc_win_rate")
-    lc_text = f"LC win rate {lc:.1f}" if lc is not None else f"LC not computed (needs df_gamed.csv of {HUB_ID})"
+    lc_text = f"LC win rate {lc / 100:.3f}" if lc is not None else res.get("lc_note") or "LC not computed"
     return f"judge {res['judge']['model']}; {lc_text}; {res.get('n_unjudged', 0)} unjudged"

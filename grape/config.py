@@ -223,10 +223,10 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     if stage == "model":
         return {"name": wc["model"], "experiment": cfg.get("experiment"), "model": cfg["models"][wc["model"]]}
     if stage == "prefetch":
-        e = cfg["evaluate"]
-        ae = e["benchmarks"].get("alpaca_eval") if "alpaca_eval" in e["tasks"] else None  # its hub files, if judged
+        e = cfg["evaluate"]  # the benchmarks run: AlpacaEval 2 reads hub files outside lm-eval's datasets
+        run = {"tasks": e["tasks"], "benchmarks": {n: e["benchmarks"][n] for n in e["tasks"] if n in e["benchmarks"]}}
         return {"experiment": cfg.get("experiment"), "cache_dir": cfg.get("cache_dir"), "models": cfg["models"],
-                "data": cfg["data"], "alpaca_eval": ae}  # fmt: skip
+                "data": cfg["data"], "evaluate": run}  # fmt: skip
     if stage == "sample":
         return {
             **common,

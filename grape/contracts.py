@@ -103,7 +103,7 @@ EVAL_SAMPLE = {
     "target": Field(STR, True, False, "the reference answer"),
     "output": Field(STR, True, False, "the model's generation"),
     "extracted": Field(STR, True, False, "the answer lm-eval's filter took from it"),
-    "correct": Field(NUM, True, False, "1.0 or 0.0"),
+    "correct": Field(NUM, True, False, "1.0 or 0.0 (AlpacaEval 2: the judge's soft win, in [0, 1])"),
 }
 
 

@@ -278,7 +278,7 @@ def run(params: Mapping, model_dir: str, task_yaml: str, out: str) -> dict:
             continue
         if b["task"] == alpaca.NAME:
             prompt = Template.from_config(params["template"]).prompt
-            results[name] = alpaca.run(lm, b, prompt, f"grape:{Path(model_dir).name}")
+            results[name] = alpaca.run(lm, b, prompt, f"grape:{Path(model_dir).name}", e)
             summary[name] = round(results[name]["accuracy"], 4)
             continue
         spec = _spec(tm, name, b)

@@ -36,16 +36,13 @@ def needs(cfg: Mapping) -> list[dict]:
     for ds in d.get("datasets") or []:
         if not Path(ds["path"]).exists():
             out.append({"kind": "dataset", "name": ds["name"], "id": ds["path"], "revision": ds.get("revision")})
-    if "evaluate" in cfg:  # a whole config; the prefetch stage's slice holds `alpaca_eval` alone
-        e = cfg["evaluate"]
-        ae = e["benchmarks"].get("alpaca_eval") if "alpaca_eval" in e["tasks"] else None
-    else:
-        ae = cfg.get("alpaca_eval")
-    if ae and ae.get("judge"):
-        from grape import alpaca
+    from grape import alpaca
 
-        files = alpaca.HUB_FILES[1:] if ae.get("reference") else alpaca.HUB_FILES
-        out.append({"kind": "dataset", "name": "alpaca_eval", "id": alpaca.HUB_ID, "revision": None, "files": files})
+    e = cfg["evaluate"]
+    if any(e["benchmarks"].get(n, {}).get("task") == alpaca.NAME and not e["benchmarks"][n].get("reference")
+           for n in e["tasks"]):  # fmt: skip
+        out.append({"kind": "dataset", "name": "alpaca_eval", "id": alpaca.HUB_ID, "revision": None,
+                    "files": alpaca.HUB_FILES})  # fmt: skip
     return out
 
 

@@ -10,7 +10,8 @@ On CPU, vLLM reserves `gpu_memory_utilization` (0.92) of the NUMA node's *total*
 that much is not free ("Available memory on node 0 (11.37/12.96 GiB) on startup is less than desired CPU memory
 utilization"), which is the normal state of a workstation or of a Snakemake job beside others. An explicit KV
 cache size skips that check, so on CPU the engine gets one: vLLM's own `VLLM_CPU_KVCACHE_SPACE` (GiB) when the
-user set it, else a quarter of the memory available now, at most `CPU_KV_CACHE_MAX_GIB`.
+user set it, else a quarter of the memory available now, at most `CPU_KV_CACHE_MAX_GIB`, and at least what one
+sequence of the engine's full length needs.
 """
 
 from __future__ import annotations
@@ -23,12 +24,30 @@ CPU_KV_CACHE_MAX_GIB = 4  # 4 GiB hold ~90K tokens of a 135M model's fp32 KV: ma
 GIB = 1 << 30
 
 
-def cpu_kv_cache_bytes(available_bytes: int, env: dict | None = None) -> int | None:
-    """The KV cache size to give a CPU engine: None where `VLLM_CPU_KVCACHE_SPACE` is set (vLLM reads it itself)."""
+def cpu_kv_cache_bytes(available_bytes: int, one_sequence: int = 0, env: dict | None = None) -> int | None:
+    """The KV cache size to give a CPU engine: None where `VLLM_CPU_KVCACHE_SPACE` is set (vLLM reads it itself);
+    else a quarter of the free memory, at most CPU_KV_CACHE_MAX_GIB, and never less than one full-length sequence
+    (`one_sequence` bytes: vLLM refuses to start with less)."""
     env = os.environ if env is None else env
     if env.get("VLLM_CPU_KVCACHE_SPACE", "") != "":
         return None
-    return int(max(GIB // 4, min(CPU_KV_CACHE_MAX_GIB * GIB, available_bytes // 4)))
+    return int(max(GIB // 4, one_sequence, min(CPU_KV_CACHE_MAX_GIB * GIB, available_bytes // 4)))
+
+
+def sequence_kv_bytes(model: str, max_len: int, dtype: str) -> int:
+    """Bytes of K and V for one `max_len`-token sequence of `model` (0 when its config cannot be read)."""
+    try:
+        from transformers import AutoConfig
+
+        c = AutoConfig.from_pretrained(model)
+        c = getattr(c, "text_config", None) or c
+        heads = c.num_attention_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or heads
+        width = 4 if dtype in ("float32", "fp32") else 2
+        return int(2 * c.num_hidden_layers * kv_heads * head_dim * width * max_len)
+    except Exception:
+        return 0
 
 
 def build(**kwargs):
@@ -40,7 +59,8 @@ def build(**kwargs):
     if runtime.device() == "cpu" and "kv_cache_memory_bytes" not in kwargs:
         import psutil
 
-        kv = cpu_kv_cache_bytes(psutil.virtual_memory().available)
+        one = sequence_kv_bytes(kwargs["model"], kwargs.get("max_model_len") or 4096, str(kwargs.get("dtype")))
+        kv = cpu_kv_cache_bytes(psutil.virtual_memory().available, one)
         if kv is not None:
             kwargs["kv_cache_memory_bytes"] = kv
             print(f"vLLM on CPU: KV cache {kv / GIB:.2f} GiB (VLLM_CPU_KVCACHE_SPACE=<GiB> to choose)", file=sys.stderr)

@@ -12,7 +12,6 @@ names.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from helpers import REPO
@@ -96,7 +95,8 @@ def test_alpaca_eval_judged_by_a_real_server(judge_server, tiny_model_dir, tmp_p
     text = (tmp_path / "e.json").read_text()
     assert SECRET not in text  # the key stays in the environment
     res = json.loads(text)["benchmarks"]["alpaca_eval"]
-    assert judge_server.posts("/v1/chat/completions") - before == 5  # each instruction judged once, limit kept
+    # one preflight request, then each instruction judged once (limit kept)
+    assert judge_server.posts("/v1/chat/completions") - before == 1 + 5
     assert res["n"] == 5 and res["n_unjudged"] == 0
     refs = json.loads(FIXTURE.read_text())[:5]
     assert [s["target"] for s in res["samples"]] == [r["output"] for r in refs]
@@ -104,20 +104,37 @@ def test_alpaca_eval_judged_by_a_real_server(judge_server, tiny_model_dir, tmp_p
     assert all(0.0 <= w <= 1.0 for w in wins) and len(set(wins)) > 1  # soft preferences that depend on the prompt
     assert res["accuracy"] == pytest.approx(sum(wins) / 5) == counts["accuracy"]["alpaca_eval"]
     assert res["win_rate"] == pytest.approx(100 * res["accuracy"])  # alpaca_eval's own win rate agrees
-    assert res["lc_win_rate"] is None and "length-controlled" in res["lc_note"]  # no df_gamed.csv offline
+    assert res["lc_win_rate"] is None and "AE2's own instructions" in res["lc_note"]  # a local reference: no LC
     assert res["judge"]["protocol"] == "weighted_alpaca_eval_gpt4_turbo"
 
 
-def test_a_wrong_key_is_not_a_silent_zero(judge_server, tiny_model_dir, tmp_path, monkeypatch):
-    """A judge that refuses the key (401) fails the job with the server's answer (not a silent score of 0), writes
-    nothing, and the key is not in the error."""
+def test_a_wrong_key_fails_before_the_model_answers(judge_server, tiny_model_dir, tmp_path, monkeypatch):
+    """A judge that refuses the key (401) fails the job at the preflight request, naming the judge: no generation
+    spent, nothing written, no silent score of 0, and the key is not in the error."""
     monkeypatch.setenv("GRAPE_TEST_JUDGE_KEY", "sk-wrong")
     judge = {"base_url": f"http://127.0.0.1:{judge_server.port}/v1", "model": "tiny",
              "api_key_env": "GRAPE_TEST_JUDGE_KEY", "concurrency": 1}  # fmt: skip
     p = _params(judge=judge, reference=str(FIXTURE), limit=2, max_gen_toks=4)
     task = _task(p, tmp_path)
-    with pytest.raises(Exception) as err:
+    before = judge_server.posts("/v1/chat/completions")
+    with pytest.raises(RuntimeError, match=r"'tiny' at http://127\.0\.0\.1:\d+/v1 refused .*401") as err:
         evaluate.run(p, str(tiny_model_dir), task, str(tmp_path / "e.json"))
-    assert "401" in str(err.value) or "auth" in str(err.value).lower()
     assert not (tmp_path / "e.json").exists()
-    assert os.environ["GRAPE_TEST_JUDGE_KEY"] not in str(err.value)
+    assert "sk-wrong" not in str(err.value)
+    assert judge_server.posts("/v1/chat/completions") - before == 1  # the preflight only (its 2 retries: not for 401)
+    monkeypatch.delenv("GRAPE_TEST_JUDGE_KEY")
+    with pytest.raises(KeyError, match="GRAPE_TEST_JUDGE_KEY is not set"):
+        evaluate.run(p, str(tiny_model_dir), task, str(tmp_path / "e.json"))
+
+
+def test_the_hub_reference_offline_and_uncached_names_the_prefetch_command(tmp_path, monkeypatch):
+    from grape import alpaca
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline\.json.*prefetch"):
+        alpaca.load_reference(None, None)
+    bad = tmp_path / "ref.json"
+    bad.write_text(json.dumps([{"instruction": "Hi?", "output": "Hello."}, {"instruction": "Bye?", "output": ""}]))
+    with pytest.raises(ValueError, match=r"ref\.json: row 2: field 'output'"):
+        alpaca.load_reference(str(bad), None)

