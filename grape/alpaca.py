@@ -54,14 +54,15 @@ def load_reference(reference: str | None, limit: int | None) -> list[dict]:
         if not path.is_file():
             raise FileNotFoundError(f"evaluate.benchmarks.alpaca_eval.reference: {path} does not exist")
         text = path.read_text(encoding="utf-8")
-        try:
-            rows = (
-                json.loads(text)
-                if text.lstrip().startswith("[")
-                else [json.loads(x) for x in text.splitlines() if x.strip()]
-            )
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not JSON or JSONL ({err})") from None
+        lines = [(0, text)] if text.lstrip().startswith("[") else enumerate(text.splitlines(), 1)
+        rows = []
+        for n, line in lines:
+            if not line.strip():
+                continue
+            try:
+                rows.extend(json.loads(line) if n == 0 else [json.loads(line)])
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}{f':{n}' if n else ''}: not JSON ({err})") from None
         where = str(path)
     else:
         from huggingface_hub import hf_hub_download

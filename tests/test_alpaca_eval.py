@@ -138,3 +138,7 @@ def test_the_hub_reference_offline_and_uncached_names_the_prefetch_command(tmp_p
     bad.write_text(json.dumps([{"instruction": "Hi?", "output": "Hello."}, {"instruction": "Bye?", "output": ""}]))
     with pytest.raises(ValueError, match=r"ref\.json: row 2: field 'output'"):
         alpaca.load_reference(str(bad), None)
+    bad.with_suffix(".jsonl").write_text('{"instruction": "Hi?", "output": "Hello."}\n{"instruction": "Bye?"\n')
+    with pytest.raises(ValueError, match=r"ref\.jsonl:2: not JSON"):
+        alpaca.load_reference(str(bad.with_suffix(".jsonl")), None)
+    assert alpaca.load_reference(str(FIXTURE), 2) == json.loads(FIXTURE.read_text())[:2]
