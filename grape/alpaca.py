@@ -10,7 +10,7 @@ What happens, with the package's own pieces where it has them:
    instruction, output, generator), or the hub dataset's AE2 reference file from the HF cache (`snakemake
    prefetch` fetches it); `limit` keeps the first N;
 2. the evaluated model answers each instruction greedily, through lm-eval's already loaded `HFLM` (`generate_until`),
-   on the experiment's plain template, as for the other benchmarks;
+   on the experiment's plain template (its chat template with `evaluate.apply_chat_template`), as for the others;
 3. alpaca_eval's `PairwiseAnnotator` with its AlpacaEval 2 judge protocol (`weighted_alpaca_eval_gpt4_turbo`: the
    judge's log-probabilities of "m" vs "M" give a soft preference; the two answers' order is randomised per
    instruction), with the model name and server replaced by the configured judge;
@@ -131,6 +131,14 @@ def preflight(judge: Mapping, key: str) -> None:
         ) from None
 
 
+def context(lm, prompt: str, instruction: str, chat: bool) -> str:
+    """What the evaluated model continues: the plain template, or (`evaluate.apply_chat_template`, as lm-eval does
+    for the other benchmarks) the model's chat template around one user turn."""
+    if chat:
+        return lm.apply_chat_template([{"role": "user", "content": instruction}])
+    return prompt.replace("{instruction}", instruction)
+
+
 def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
     """Answer, judge and score; returns `grape.evaluate`'s per-benchmark record (score, samples, what was used).
     `defaults`: the experiment's `evaluate` settings, for `until` / `max_gen_toks` the benchmark leaves unset."""
@@ -144,10 +152,9 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
     preflight(judge, key)
     gen = {"until": list(b.get("until") or defaults["until"]), "do_sample": False,
            "max_gen_toks": b.get("max_gen_toks") or defaults["max_gen_toks"]}  # fmt: skip
-    requests = [
-        Instance("generate_until", r, (prompt.replace("{instruction}", r["instruction"]), gen), i)
-        for i, r in enumerate(rows)
-    ]
+    chat = bool(defaults.get("apply_chat_template"))
+    requests = [Instance("generate_until", r, (context(lm, prompt, r["instruction"], chat), gen), i)
+                for i, r in enumerate(rows)]  # fmt: skip
     t0 = time.time()
     outputs = [o.strip() for o in lm.generate_until(requests)]
     t_generate = time.time() - t0

@@ -54,12 +54,15 @@ def _judge_model(tiny_model_dir, out):
 
 
 @pytest.fixture(scope="module")
-def judge_server(tiny_model_dir, tmp_path_factory):
+def judge_model(tiny_model_dir, tmp_path_factory):
+    return _judge_model(tiny_model_dir, tmp_path_factory.mktemp("judge") / "judge")
+
+
+@pytest.fixture(scope="module")
+def judge_server(judge_model):
     if not (VENV / "bin" / "python").exists():
         pytest.skip("no .venv-vllm: run `make vllm-env`")
-    tmp = tmp_path_factory.mktemp("judge")
-    model = _judge_model(tiny_model_dir, tmp / "judge")
-    server = VllmServer(model, tmp / "server.log", max_model_len=4096, extra=("--api-key", SECRET))
+    server = VllmServer(judge_model, judge_model.parent / "server.log", max_model_len=4096, extra=("--api-key", SECRET))
     yield server
     server.stop()
 
@@ -142,3 +145,16 @@ def test_the_hub_reference_offline_and_uncached_names_the_prefetch_command(tmp_p
     with pytest.raises(ValueError, match=r"ref\.jsonl:2: not JSON"):
         alpaca.load_reference(str(bad.with_suffix(".jsonl")), None)
     assert alpaca.load_reference(str(FIXTURE), 2) == json.loads(FIXTURE.read_text())[:2]
+
+
+def test_the_answers_follow_evaluate_apply_chat_template(judge_model):
+    """The plain template by default; with `evaluate.apply_chat_template` the model's chat template (the judge
+    folder has one), through lm-eval's own HFLM.apply_chat_template, as for the lm-eval benchmarks."""
+    from lm_eval.models.huggingface import HFLM
+
+    from grape import alpaca
+
+    lm = HFLM(pretrained=str(judge_model), batch_size=1, device="cpu")
+    plain = "Question: {instruction}\nAnswer:"
+    assert alpaca.context(lm, plain, "Hi?", chat=False) == "Question: Hi?\nAnswer:"
+    assert alpaca.context(lm, plain, "Hi?", chat=True) == "user: Hi?\nassistant:"
