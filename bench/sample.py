@@ -51,7 +51,7 @@ from vllm import LLM, SamplingParams
 model, train, n, max_tokens, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 prompts = ["Question: " + json.loads(l)["instruction"] + "\\nAnswer:" for l in open(train)]
 llm = LLM(model=model, dtype=dtype, max_model_len=512, enforce_eager=True, seed=0, enable_chunked_prefill=False)
-sp = SamplingParams(n=n, temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=0)
+sp = SamplingParams(n=n, temperature=0.8, top_p=0.95, top_k=50, max_tokens=max_tokens, seed=0)  # the backends' default
 llm.generate(prompts[:2], sp, use_tqdm=False)
 t = time.perf_counter()
 outs = llm.generate(prompts, sp, use_tqdm=False)

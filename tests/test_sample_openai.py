@@ -121,3 +121,18 @@ def test_a_missing_key_variable_is_named(server, tmp_path, monkeypatch):
     train.write_text(json.dumps({"id": "q0", "instruction": "What is 1 plus one?", "responses": ["x"]}) + "\n")
     with pytest.raises(ValueError, match="GRAPE_NO_SUCH_KEY"):
         sample.run(gconfig.stage_params(cfg, "sample", source="tiny_b"), "unused", str(train), str(tmp_path / "c"))
+
+
+def test_top_k_is_sent_only_when_set():
+    """top_k is not in the OpenAI API: vLLM's server takes it, a hosted API may reject it, so 0 sends none."""
+    from grape.sample.openai import _body
+    from grape.template import Template
+
+    cfg = gconfig.compose("tiny", ["model@models.tiny_b=endpoint", "models.tiny_b.endpoint.base_url=http://127.0.0.1:9/v1",
+                               "models.tiny_b.endpoint.model=served", "sample.backend=openai"])  # fmt: skip
+    params = gconfig.stage_params(cfg, "sample", source="tiny_b")
+    endpoint, template = {**params["endpoint"], "api": "completions"}, Template.from_config(params["template"])
+    rows = [{"id": "q0", "instruction": "What is 1 plus one?"}]
+    assert params["sample"]["top_k"] == 50 and _body(params, endpoint, template, rows)[1]["top_k"] == 50
+    off = {**params, "sample": {**params["sample"], "top_k": 0}}
+    assert "top_k" not in _body(off, endpoint, template, rows)[1]

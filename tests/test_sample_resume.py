@@ -119,3 +119,20 @@ def test_a_torn_index_line_vouches_for_nothing_and_appends_stay_readable(tmp_pat
     w.close()
     assert checkpoint.load_done(out)[0] == {0, 1, 2}
     assert [r["candidate_id"] for r in checkpoint.read_partial(out)] == ["a", "b", "c2"]
+
+
+def test_top_k_reaches_generate(tiny_model_dir, tmp_path):
+    """generate applies its own top_k=50 unless told: the hf backend passes sample.top_k, so top_k=1 is greedy (every
+    sample of an instruction the same) and 0 is off (hot samples differ), as on the vllm and openai backends."""
+    train = _train(tmp_path / "train.jsonl", 4)
+    texts = {}
+    for k in (1, 0):
+        cfg = gconfig.compose("tiny", [f"sample.top_k={k}", "sample.temperature=3.0", "sample.n=3",
+                                       "sample.max_new_tokens=8", "sample.stop=[]"])  # fmt: skip
+        params = {**gconfig.stage_params(cfg, "sample", source="tiny_a"), "threads": 1}
+        _sample(params, tiny_model_dir, train, tmp_path / f"k{k}.jsonl")
+        rows = [json.loads(x) for x in (tmp_path / f"k{k}.jsonl").read_text().splitlines()]
+        assert {r["sampling"]["top_k"] for r in rows} == {k}
+        texts[k] = [{r["response"] for r in rows if r["instruction_id"] == q} for q in ("q000", "q001", "q002", "q003")]
+    assert all(len(s) == 1 for s in texts[1])
+    assert any(len(s) > 1 for s in texts[0])
