@@ -48,10 +48,11 @@ def run(grape: str, params: dict, model: str, train: Path, out: Path) -> dict:
 ENGINE = """
 import json, sys, time
 from vllm import LLM, SamplingParams
-model, train, n, max_tokens, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+model, train, s, dtype = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 prompts = ["Question: " + json.loads(l)["instruction"] + "\\nAnswer:" for l in open(train)]
 llm = LLM(model=model, dtype=dtype, max_model_len=512, enforce_eager=True, seed=0, enable_chunked_prefill=False)
-sp = SamplingParams(n=n, temperature=0.8, top_p=0.95, top_k=50, max_tokens=max_tokens, seed=0)  # the backends' default
+sp = SamplingParams(n=s["n"], temperature=s["temperature"], top_p=s["top_p"], top_k=s["top_k"] or -1,
+                    max_tokens=s["max_new_tokens"], seed=0)
 llm.generate(prompts[:2], sp, use_tqdm=False)
 t = time.perf_counter()
 outs = llm.generate(prompts, sp, use_tqdm=False)
@@ -60,12 +61,12 @@ print("RESULT", json.dumps({"seconds": dt, "tokens": sum(len(o.token_ids) for r 
 """
 
 
-def engine_only(model: Path, train: Path, args) -> dict:
+def engine_only(model: Path, train: Path, sample: dict) -> dict:
     """vLLM's LLM.generate on the same prompts, timed alone (engine start and a warm-up excluded): the offline
-    engine's own rate, what the HTTP path is compared with."""
+    engine's own rate, what the HTTP path is compared with, with the backends' sampling settings (`sample`)."""
     from grape import runtime
 
-    cmd = [str(VENV / "bin" / "python"), "-c", ENGINE, str(model), str(train), str(args.n), str(args.max_new_tokens),
+    cmd = [str(VENV / "bin" / "python"), "-c", ENGINE, str(model), str(train), json.dumps(sample),
            runtime.dtype_name()]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -108,7 +109,7 @@ def main() -> None:
         rows = [("hf", run(str(Path(sys.executable).parent / "grape"), params(), str(model), train, d / "hf.jsonl"))]
         rows.append(("vllm", run(str(VENV / "bin" / "grape"), params("sample.backend=vllm"), str(model), train,
                                  d / "vllm.jsonl")))  # fmt: skip
-        rows.append(("vllm engine", engine_only(model, train, args)))
+        rows.append(("vllm engine", engine_only(model, train, params()["sample"])))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

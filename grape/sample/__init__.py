@@ -40,7 +40,7 @@ def sampling_record(params: Mapping) -> dict:
     return {
         "temperature": s["temperature"],
         "top_p": s["top_p"],
-        "top_k": s.get("top_k", 0),
+        "top_k": s["top_k"],
         "max_new_tokens": s["max_new_tokens"],
         "n": s["n"],
         "seed": params["seed"],

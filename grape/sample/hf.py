@@ -37,7 +37,7 @@ def generate(params: Mapping, model_dir: str, chunks: list[tuple[int, list[dict]
                 do_sample=True,
                 temperature=s["temperature"],
                 top_p=s["top_p"],
-                top_k=s.get("top_k", 0),  # explicit: generate would apply its default 50 otherwise
+                top_k=s["top_k"],  # explicit: generate would apply its default 50 otherwise
                 max_new_tokens=s["max_new_tokens"],
                 num_return_sequences=s["n"],
                 stop_strings=s["stop"] or None,

@@ -45,7 +45,7 @@ def _body(params: Mapping, endpoint: Mapping, template: Template, rows: list[Map
         "max_tokens": s["max_new_tokens"],
         "seed": request_seed(params["seed"], rows[0]["id"]),
     }
-    if s.get("top_k"):
+    if s["top_k"]:
         body["top_k"] = s["top_k"]  # not in the OpenAI API: vLLM's server (and many providers) take it
     if s["stop"]:
         body["stop"] = list(s["stop"])[:4]  # the API takes at most 4 stop sequences

@@ -60,7 +60,7 @@ def generate(params: Mapping, model_dir: str, chunks: list[tuple[int, list[dict]
                 n=s["n"],
                 temperature=s["temperature"],
                 top_p=s["top_p"],
-                top_k=s.get("top_k", 0) or -1,  # -1: off
+                top_k=s["top_k"] or -1,  # -1: off
                 max_tokens=s["max_new_tokens"],
                 seed=request_seed(params["seed"], r["id"]),
                 stop=stops,
