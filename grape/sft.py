@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Mapping
@@ -44,6 +43,8 @@ from grape.contracts import SELECTION
 from grape.io import atomic_path, read_jsonl
 from grape.provenance import write_meta
 from grape.template import Template
+
+CODE_VERSION = 1  # bump when a change to training alters the model written (checkpoints then start over)
 
 
 def build_dataset(tokenizer, template: Template, rows: list[dict], max_length: int):
@@ -165,7 +166,7 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from grape import model_folder, runtime
+    from grape import model_folder, resume, runtime
 
     runtime.setup(params["threads"], seed=params["seed"])
     s = params["sft"]
@@ -191,8 +192,19 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
             task_type="CAUSAL_LM",
         )
     ckpt = checkpoint_dir(out)
-    save_steps = int(s.get("save_steps") or 0)
-    resume = _last_checkpoint(ckpt) if save_steps else None
+    save_steps = int(s["save_steps"] or 0)
+    # the checkpoints are this job's only if this job wrote them: same recipe, selection, model content, processes
+    job = resume.Checkpoint(
+        [ckpt],
+        resume.identity(
+            "sft", params, {"selection": selection_path}, {"model": model_dir}, CODE_VERSION, {"plan": plan}
+        ),
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        job.open()
+    else:
+        job.wait_for_stamp()
+    last = _last_checkpoint(ckpt) if save_steps else None
     args = SFTConfig(
         output_dir=str(ckpt),
         num_train_epochs=s["epochs"],
@@ -233,17 +245,18 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         data_collator=collator,
     )
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t0
     history = [h for h in trainer.state.log_history if "loss" in h]
     counts = {
         **stats,
         "steps": trainer.state.global_step,
         "steps_per_epoch": math.ceil(len(rows) / plan["global_batch"]),
-        "resumed_from": Path(resume).name if resume else None,
+        "resumed_from": Path(last).name if last else None,
+        "checkpoint_set_aside": job.status["set_aside"],
         "train_loss": result.training_loss,
         "train_seconds": round(train_seconds, 2),
-        "tokens_per_s": round(stats["tokens"] * s["epochs"] / train_seconds, 1) if not resume else None,
+        "tokens_per_s": round(stats["tokens"] * s["epochs"] / train_seconds, 1) if not last else None,
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,
     }
@@ -251,8 +264,8 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     state = None if peft_config is not None else trainer.accelerator.get_state_dict(trainer.model)
     if trainer.accelerator.is_main_process:
         _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history)
-        if not s.get("keep_checkpoints", False):
-            shutil.rmtree(ckpt, ignore_errors=True)
+        if not s["keep_checkpoints"]:
+            job.clear()
     trainer.accelerator.wait_for_everyone()
     return {**counts, "dtype": plan["dtype"], "dtype_reason": plan["dtype_reason"], "grad_accum": plan["grad_accum"]}
 

@@ -209,8 +209,10 @@ def test_resume_after_interruption(model, tok, tmp_path):
     assert again == (full, full_skip)  # bit-identical
     assert 0 not in seen and seen  # the finished chunk was not recomputed
     assert all(json.loads(line)["format"] == "grape-score-partial/2" for line in part.read_text().splitlines())
-    with pytest.raises(ValueError, match="different pool"):
-        score_packed(model, tok, T, rows, 256, partial_path=part, chunk_size=5, progress=False)
+    # a partial file of another plan (here another max_length) is set aside: the result is a clean run's
+    fresh = score_packed(model, tok, T, rows, 256, chunk_size=5, progress=False)
+    assert score_packed(model, tok, T, rows, 256, partial_path=part, chunk_size=5, progress=False) == fresh
+    assert part.with_name(part.name + ".stale").exists()
 
 
 @pytest.mark.parametrize("attention", ["segments", "mask"])

@@ -42,7 +42,7 @@ def test_data_candidates_pool(run):
         assert {c["sampling"]["temperature"] for c in cands} == {0.8}
         cost = json.loads((r / f"candidates/{source}.jsonl.meta.json").read_text())["counts"]["cost"]
         assert cost["requests"] == 12 and cost["failures"] == 0 and cost["completion_tokens"] > 0
-        assert (r / f"candidates/missing/{source}.jsonl").read_text() == ""
+        assert (r / f"logs/sample/{source}.missing.jsonl").read_text() == ""
     pool = rows(r / "pool/pool.jsonl")
     counts = json.loads((r / "pool/verify_counts.json").read_text())
     assert len(pool) == sum(c["kept"] for c in counts) == 6 + 24 - sum(c["dropped_empty"] for c in counts)

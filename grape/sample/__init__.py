@@ -2,8 +2,8 @@
 
 Reads: `data/train.jsonl` (`grape.contracts.TRAIN`) and the source's model folder. Writes:
 `candidates/<source>.jsonl` (`grape.contracts.CANDIDATE`), one row per instruction x sample, each recording
-the sampling parameters that made it, and `candidates/missing/<source>.jsonl` (requests a backend gave up on, with
-the error; empty when none). The backend (`sample.backend`, `BACKENDS`) only generates text, chunk by chunk;
+the sampling parameters that made it, and `logs/sample/<source>.missing.jsonl` (requests a backend gave up on, with
+the error; empty when none: a log of the job, so it survives a failed job, which Snakemake cleans of outputs). The backend (`sample.backend`, `BACKENDS`) only generates text, chunk by chunk;
 checkpointing and resume (`checkpoint.py`: a killed job asks only for the chunks still missing), candidate rows,
 finish reasons, failures and cost (prompt and completion tokens, requests, failures, wall time: the stage's
 meta.json, shown in the report) happen here, once for all. A new backend is a module with
@@ -15,6 +15,7 @@ chunk, each result `{row, k, text, finish, prompt_tokens, completion_tokens}` or
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,7 @@ from grape.io import read_jsonl, write_jsonl
 # sample.backend -> module with generate(params, model_dir, chunks)
 BACKENDS = {"hf": "grape.sample.hf", "vllm": "grape.sample.vllm", "openai": "grape.sample.openai"}
 FINISH_REASONS = ("stop", "length", "eos")
+CODE_VERSION = 1  # bump when a change to sampling alters the candidates written (checkpoints then start over)
 
 
 def backend(name: str):
@@ -49,6 +51,7 @@ def sampling_record(params: Mapping) -> dict:
 
 
 def run(params: Mapping, model_dir: str, train_path: str, out: str, missing_out: str | None = None) -> dict:
+    from grape import resume
     from grape.sample import checkpoint
 
     t0 = time.time()
@@ -56,6 +59,12 @@ def run(params: Mapping, model_dir: str, train_path: str, out: str, missing_out:
     rows = read_jsonl(train_path, TRAIN, unique="id", non_empty="the train instructions written by the data stage")
     sampling = sampling_record(params)
     all_chunks = checkpoint.chunks(rows, s["batch_size"])
+    # the partial files are this job's only if this job wrote them: same settings, train file, model content
+    job = resume.Checkpoint(
+        checkpoint.partial_paths(out),
+        resume.identity("sample", params, {"train": train_path}, {"model": model_dir}, code=CODE_VERSION),
+    )
+    job.open()
     done, keep = checkpoint.load_done(out)
     todo = [(c, chunk) for c, chunk in all_chunks if c not in done]
     writer = checkpoint.Writer(out, keep)
@@ -82,16 +91,21 @@ def run(params: Mapping, model_dir: str, train_path: str, out: str, missing_out:
     for row in out_rows:
         row.pop("chunk", None)
     expected = len(rows) * s["n"]
-    missing_path = missing_out or str(Path(out).parent / "missing" / Path(out).name)  # the workflow's layout
-    write_jsonl(missing_path, missing)
+    missing_path = missing_out or str(Path(out).with_name(Path(out).name + ".missing.jsonl"))
+    write_jsonl(missing_path, missing)  # a log of the job (kept when it fails), not an output
+    reasons = Counter(m["error"] for m in missing)
+    for reason, count in reasons.most_common(5):
+        print(f"sample {source}: {count} request(s) failed: {reason}", file=sys.stderr, flush=True)
     share = len(missing) / expected if expected else 0.0
-    if share > s.get("allow_missing", 0.0):
+    if share > s["allow_missing"]:
+        first = reasons.most_common(1)[0][0] if reasons else "?"
         raise ValueError(
             f"{len(missing)} of {expected} requests to {source} failed after retries ({share:.1%} > "
-            f"sample.allow_missing {s.get('allow_missing', 0.0)}); listed in {missing_path}; rerun to ask for them again"
+            f"sample.allow_missing {s['allow_missing']}); most common reason: {first}; every failed request and "
+            f"its reason: {missing_path}; rerun to ask for them again"
         )
     write_jsonl(out, out_rows)
-    checkpoint.remove_partial(out)
+    job.clear()
     finished = Counter({k: 0 for k in FINISH_REASONS})
     finished.update(r["finish"] for r in out_rows)
     return {
@@ -100,6 +114,7 @@ def run(params: Mapping, model_dir: str, train_path: str, out: str, missing_out:
         "missing": len(missing),
         "chunks": len(all_chunks),
         "chunks_resumed": len(done),
+        "checkpoint_set_aside": job.status["set_aside"],
         "chunks_requested": len(todo),
         "cost": {
             "requests": cost["requests"],

@@ -7,10 +7,11 @@ the partial file (a half-written tail past the last listed chunk is cut off on r
 the backend only the chunks not done, and the final file is the partial one's rows sorted back into chunk order:
 the same file an uninterrupted run writes, because backends seed by chunk (hf) or by request (per instruction, or per
 group of instructions cut at fixed places in a chunk: openai's prompts_per_request), never by how many came before.
-Each chunk is requested once per run.
+Each chunk is requested once per run. The partial files are trusted only by the job that wrote them
+(`grape.resume`: same settings, train file, model content, code); any other job sets them aside and starts over.
 
 Requests a backend gave up on (after its retries) come back as failures: they are written to
-the stage's `missing` file (`candidates/missing/<source>.jsonl`) with the error, counted, and the stage fails unless their share is at most
+the stage's `missing` file (`logs/sample/<source>.missing.jsonl`, kept when the job fails) with the error, counted, and the stage fails unless their share is at most
 `sample.allow_missing`. The partial files are removed once the output is written.
 """
 
@@ -89,8 +90,3 @@ def read_partial(out: str) -> Iterator[dict]:
             row = json.loads(line)
             if row["chunk"] in done:
                 yield row
-
-
-def remove_partial(out: str) -> None:
-    for p in partial_paths(out):
-        p.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from typing import Mapping
 
 # score.backend -> module
 BACKENDS = {"packed": "grape.score.packed", "reference": "grape.score.reference", "vllm": "grape.score.vllm"}
+CODE_VERSION = 1  # bump when a change to scoring alters the scores written (checkpoints then start over)
 
 
 def backend(name: str):
@@ -42,7 +43,7 @@ def run(
     to `<out>.partial`, so a killed job resumes where it stopped. A shard with no instruction is legitimate (a
     small pool, many shards) and is counted; it loads no model.
     """
-    from grape import model_folder, runtime
+    from grape import model_folder, resume, runtime
     from grape.io import write_jsonl
     from grape.score.checkpoint import score_file
     from grape.score.results import summary
@@ -60,6 +61,13 @@ def run(
     context = model_folder.context_length(model_dir)
     max_length = min(s["max_length"], context - impl.CONTEXT_RESERVE) if context else s["max_length"]
     partial = Path(f"{out}.partial")
+    job = resume.Checkpoint(
+        [partial],
+        resume.identity(
+            "score", params, {"pool": pool_path}, {"model": model_dir}, CODE_VERSION, {"shard": shard, "shards": shards}
+        ),
+    )
+    job.open()
     tok = model_folder.load_tokenizer(model_dir) if index.ids else None
     try:
         scored, skipped = score_file(
@@ -80,7 +88,7 @@ def run(
         index.close()
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
-    partial.unlink(missing_ok=True)
+    job.clear()
     return {
         "backend": s["backend"],
         "dtype": dtype,
@@ -88,6 +96,7 @@ def run(
         **({"dtype_fidelity": fid} if fid is not None else {}),
         "shard": shard,
         "shards": shards,
+        "checkpoint_set_aside": job.status["set_aside"],
         "max_length": max_length,
         "instructions": index.instructions,
         "candidates": len(index.ids),

@@ -4,8 +4,9 @@ The pool is indexed and cut into chunks of whole instructions (`grape.score.stre
 by a producer thread while the previous one is scored, handed to the backend's `score(groups, pbar)`, and its
 rows (scored and skipped) are appended to `<output>.partial` (one JSON line per chunk, fsynced). A rerun skips
 the chunks already there, so a killed job resumes where it stopped and the result is identical to an
-uninterrupted run. A partial file written for another pool, template, length policy, chunking or backend setting
-(the backend's `fingerprint()`) is refused. `score_file` streams a pool file (the stage); `score_pool` takes
+uninterrupted run. A partial file written by another job (`grape.resume`: settings, pool, model content, code), or
+for another pool, template, length policy, chunking or backend setting (the backend's `fingerprint()`: dtype and
+device included, which `auto` may choose differently on another node) is set aside and the job starts over. `score_file` streams a pool file (the stage); `score_pool` takes
 rows already in memory (tests, benchmarks).
 
 A backend is any object with `name`, `fingerprint() -> dict` and `score(groups, pbar) -> [(candidate_id,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -82,9 +84,15 @@ def read_partial(path: Path, fingerprint: str) -> dict[int, dict]:
         except json.JSONDecodeError:
             break
         if not isinstance(rec, dict) or rec.get("format") != PARTIAL_FORMAT or rec.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{path}: partial scores from a different pool, model or settings; delete it to start over"
+            # another plan, backend, dtype or device (an `auto` dtype on another node): start over, keep it aside
+            path.replace(path.with_name(path.name + ".stale"))
+            print(
+                f"{path}: set aside (renamed *.stale) and starting over: its chunks were scored with another "
+                "pool, plan, backend, dtype or device",
+                file=sys.stderr,
+                flush=True,
             )
+            return {}
         done[int(rec["chunk"])] = rec
         good += len(line)
     if good < len(data):

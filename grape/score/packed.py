@@ -262,15 +262,13 @@ class PackedScorer:
 
 
 def load(model_dir: str, options: Mapping, max_length: int, seed: int) -> PackedScorer:
-    from pathlib import Path
-
     import torch
 
-    from grape import model_folder
+    from grape import model_folder, resume
 
     return PackedScorer(
         model_folder.load_model(model_dir, dtype=getattr(torch, options.get("dtype") or "float32")),
         token_budget=options["token_budget"],
         head_chunk=options["head_chunk"],
-        model_id=str(Path(model_dir).resolve()),
+        model_id=resume.model_digest(model_dir),  # what the model is, not where
     )

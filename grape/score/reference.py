@@ -33,11 +33,9 @@ class ReferenceScorer:
 
 
 def load(model_dir: str, options: Mapping, max_length: int, seed: int) -> ReferenceScorer:
-    from pathlib import Path
-
     import torch
 
-    from grape import model_folder
+    from grape import model_folder, resume
 
     model = model_folder.load_model(model_dir, dtype=getattr(torch, options.get("dtype") or "float32"))
-    return ReferenceScorer(model, str(Path(model_dir).resolve()))
+    return ReferenceScorer(model, resume.model_digest(model_dir))  # what the model is, not where

@@ -89,10 +89,8 @@ class VllmScorer:
 
 
 def load(model_dir: str, options: Mapping, max_length: int, seed: int, **llm_kwargs) -> VllmScorer:
-    from pathlib import Path
-
-    from grape import runtime
+    from grape import resume, runtime
 
     dtype = llm_kwargs.pop("dtype", None) or options.get("dtype") or runtime.dtype_name()
     llm = load_llm(model_dir, max_length, dtype=dtype, seed=seed, **llm_kwargs)
-    return VllmScorer(llm, str(Path(model_dir).resolve()), dtype)
+    return VllmScorer(llm, resume.model_digest(model_dir), dtype)  # what the model is, not where

@@ -4,6 +4,7 @@
 # through `params:` plus its declared inputs and outputs, nothing else.
 import json
 import os
+import shlex
 
 from snakemake.exceptions import WorkflowError
 
@@ -50,7 +51,8 @@ def slice_of(stage):
 
 CPU_JOB_THREADS = CFG["resources"]["cpu_job"]["cpus"]
 if CFG.get("cache_dir"):  # every job reads models and datasets from the prefetched cache
-    shell.prefix(f"export HF_HOME={os.path.abspath(CFG['cache_dir'])!r}; ")
+    # a config value is data, never shell code: quoted for the shell, whatever it holds
+    shell.prefix(f"export HF_HOME={shlex.quote(os.path.abspath(CFG['cache_dir']))}; ")
 
 
 def job_resources(stage, wildcard=None):
@@ -81,13 +83,24 @@ def grape_command(stage):
 
 
 def sft_launcher(wc):
-    """`grape` for one process; `accelerate launch` with the job's GPU count (config/accelerate/) for several."""
+    """`grape` for one process; `accelerate launch` with the job's GPU count (config/accelerate/) for several.
+    A list of words: the rule quotes each ({params.launch:q}), so a checkout path with spaces stays one word.
+    """
     gpus = gresources.for_job(CFG, "sft", wc.target).get("gpu", 0)
     if gpus <= 1:
-        return "grape"
+        return ["grape"]
     strategy = CFG["sft"].get("accelerate") or "ddp"
     config = os.path.join(BASE, "config", "accelerate", f"{strategy}.yaml")
-    return f"accelerate launch --config_file {config} --num_processes {gpus} -m grape"
+    return [
+        "accelerate",
+        "launch",
+        "--config_file",
+        config,
+        "--num_processes",
+        str(gpus),
+        "-m",
+        "grape",
+    ]
 
 
 def user_data(wc):
@@ -104,7 +117,8 @@ def select_scores(wc):
 
 
 def scores_flag(wc, input):
-    return f"--scores {input.scores}" if input.scores else ""
+    """`--scores <file>` as words the rule quotes ({params.scores:q}); none for arms that read no scores."""
+    return ["--scores", str(input.scores)] if input.scores else []
 
 
 def all_outputs():

@@ -10,4 +10,4 @@ rule compose:
     params:
         cfg=slice_of("compose"),
     shell:
-        "grape compose --params {params.cfg:q} --output {output} > {log} 2>&1"
+        "grape compose --params {params.cfg:q} --output {output:q} > {log:q} 2>&1"

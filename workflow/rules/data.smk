@@ -15,5 +15,5 @@ rule data:
     params:
         cfg=slice_of("data"),
     shell:
-        "grape data --params {params.cfg:q} --threads {threads} --train {output.train} --test {output.test} "
-        "--dropped {output.dropped} > {log} 2>&1"
+        "grape data --params {params.cfg:q} --threads {threads} --train {output.train:q} --test {output.test:q} "
+        "--dropped {output.dropped:q} > {log:q} 2>&1"

@@ -12,7 +12,7 @@ rule evaluate_task:
     params:
         cfg=slice_of("evaluate"),
     shell:
-        "grape evaluate-task --params {params.cfg:q} --test {input.test} --output {output} > {log} 2>&1"
+        "grape evaluate-task --params {params.cfg:q} --test {input.test:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_base:
@@ -32,8 +32,8 @@ rule evaluate_base:
     params:
         cfg=slice_of("evaluate"),
     shell:
-        "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model} "
-        "--task {input.task} --output {output} > {log} 2>&1"
+        "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model:q} "
+        "--task {input.task:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -53,5 +53,5 @@ rule evaluate:
     params:
         cfg=slice_of("evaluate"),
     shell:
-        "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model} "
-        "--task {input.task} --output {output} > {log} 2>&1"
+        "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model:q} "
+        "--task {input.task:q} --output {output:q} > {log:q} 2>&1"

@@ -11,4 +11,4 @@ rule model:
     params:
         cfg=slice_of("model"),
     shell:
-        "grape model --params {params.cfg:q} --threads {threads} --output {output} > {log} 2>&1"
+        "grape model --params {params.cfg:q} --threads {threads} --output {output:q} > {log:q} 2>&1"

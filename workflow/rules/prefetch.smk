@@ -13,4 +13,4 @@ rule prefetch:
     params:
         cfg=slice_of("prefetch"),
     shell:
-        "grape prefetch --params {params.cfg:q} --output {output} > {log} 2>&1"
+        "grape prefetch --params {params.cfg:q} --output {output:q} > {log:q} 2>&1"

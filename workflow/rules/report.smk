@@ -61,6 +61,6 @@ rule report:
         cfg=slice_of("report"),
         outdir=lambda wc, output: os.path.dirname(output.table),
     shell:
-        "grape report --params {params.cfg:q} --evals {input.evals} --trained {input.trained} "
-        "--selections {input.selections} --scores {input.scores} --verify-counts {input.counts} "
-        "--output-dir {params.outdir} --candidates {input.candidates} --cluster-logs .snakemake/slurm_logs > {log} 2>&1"
+        "grape report --params {params.cfg:q} --evals {input.evals:q} --trained {input.trained:q} "
+        "--selections {input.selections:q} --scores {input.scores:q} --verify-counts {input.counts:q} "
+        "--output-dir {params.outdir:q} --candidates {input.candidates:q} --cluster-logs .snakemake/slurm_logs > {log:q} 2>&1"

@@ -4,9 +4,10 @@ rule sample:
         train=f"{RESULTS}/data/train.jsonl",
     output:
         candidates=f"{RESULTS}/candidates/{{source}}.jsonl",
-        missing=f"{RESULTS}/candidates/missing/{{source}}.jsonl",
     log:
-        f"{RESULTS}/logs/sample/{{source}}.log",
+        main=f"{RESULTS}/logs/sample/{{source}}.log",
+        # requests that failed after retries, with their reasons: a log, so a failed job keeps it
+        missing=f"{RESULTS}/logs/sample/{{source}}.missing.jsonl",
     conda:
         VLLM_ENV if uses_vllm("sample") else ENV
     threads: THREADS
@@ -16,5 +17,5 @@ rule sample:
         cfg=slice_of("sample"),
         grape=grape_command("sample"),
     shell:
-        "{params.grape} sample --params {params.cfg:q} --threads {threads} "
-        "--model {input.model} --train {input.train} --output {output.candidates} --missing {output.missing} > {log} 2>&1"
+        "{params.grape:q} sample --params {params.cfg:q} --threads {threads} --model {input.model:q} "
+        "--train {input.train:q} --output {output.candidates:q} --missing {log.missing:q} > {log.main:q} 2>&1"

@@ -17,9 +17,9 @@ rule score_shard:
         grape=grape_command("score"),
         shards=SHARD_COUNT,
     shell:
-        "{params.grape} score --params {params.cfg:q} --threads {threads} "
-        "--shard {wildcards.shard} --shards {params.shards} --model {input.model} --pool {input.pool} "
-        "--output {output.scores} --skipped {output.skipped} > {log} 2>&1"
+        "{params.grape:q} score --params {params.cfg:q} --threads {threads} "
+        "--shard {wildcards.shard:q} --shards {params.shards:q} --model {input.model:q} --pool {input.pool:q} "
+        "--output {output.scores:q} --skipped {output.skipped:q} > {log:q} 2>&1"
 
 
 rule score_gather:
@@ -44,5 +44,5 @@ rule score_gather:
     params:
         cfg=slice_of("score"),
     shell:
-        "grape score-gather --params {params.cfg:q} --inputs {input.scores} "
-        "--skipped-inputs {input.skipped} --output {output.scores} --skipped {output.skipped} > {log} 2>&1"
+        "grape score-gather --params {params.cfg:q} --inputs {input.scores:q} "
+        "--skipped-inputs {input.skipped:q} --output {output.scores:q} --skipped {output.skipped:q} > {log:q} 2>&1"

@@ -15,4 +15,4 @@ rule select:
         cfg=slice_of("select"),
         scores=scores_flag,
     shell:
-        "grape select --params {params.cfg:q} --threads {threads} --pool {input.pool} {params.scores} --output {output} > {log} 2>&1"
+        "grape select --params {params.cfg:q} --threads {threads} --pool {input.pool:q} {params.scores:q} --output {output:q} > {log:q} 2>&1"

@@ -15,5 +15,5 @@ rule sft:
         cfg=slice_of("sft"),
         launch=sft_launcher,
     shell:
-        "{params.launch} sft --params {params.cfg:q} --threads {threads} "
-        "--model {input.model} --selection {input.selection} --output {output} > {log} 2>&1"
+        "{params.launch:q} sft --params {params.cfg:q} --threads {threads} "
+        "--model {input.model:q} --selection {input.selection:q} --output {output:q} > {log:q} 2>&1"

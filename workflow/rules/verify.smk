@@ -15,5 +15,5 @@ rule verify:
     params:
         cfg=slice_of("verify"),
     shell:
-        "grape verify --params {params.cfg:q} --threads {threads} --train {input.train} --candidates {input.candidates} "
-        "--output {output.pool} --counts {output.counts} > {log} 2>&1"
+        "grape verify --params {params.cfg:q} --threads {threads} --train {input.train:q} --candidates {input.candidates:q} "
+        "--output {output.pool:q} --counts {output.counts:q} > {log:q} 2>&1"
