@@ -49,9 +49,9 @@ def test_operational_settings_are_not_part_of_a_jobs_identity():
     q["threads"], q["sample"]["concurrency"], q["sample"]["retries"] = 7, 3, 9
     assert resume.determining(p) == resume.determining(q)
     q["sample"]["temperature"] = 0.1
-    assert resume.differences(
-        {"params": resume.determining(p)}, {"params": resume.determining(q)}
-    ) == [f"params.sample.temperature: {p['sample']['temperature']} -> 0.1"]
+    assert resume.differences({"params": resume.determining(p)}, {"params": resume.determining(q)}) == [
+        f"params.sample.temperature: {p['sample']['temperature']} -> 0.1"
+    ]
 
 
 def _kill_when(proc, ready, timeout=300):

@@ -196,22 +196,23 @@ def test_the_vllm_scoring_backend_runs_in_its_env_and_matches_the_reference(tiny
 
 @needs_vllm
 def test_one_config_line_puts_the_workflows_sampling_on_vllm(tmp_path):
-    """`--config overrides=sample.backend=vllm`: the sample jobs run in .venv-vllm, with no VLLM_CPU_KVCACHE_SPACE
-    set (the engine sizes its CPU KV cache itself instead of reserving 92% of the node), and book their cost."""
+    """`sample.backend: vllm`: the sample job runs in the vllm env, with no VLLM_CPU_KVCACHE_SPACE set (the engine
+    sizes its CPU KV cache itself instead of reserving 92% of the node), and books its cost. The checkout, the
+    cache and the vllm env sit at hostile paths (spaces, quotes, `$(touch ...)`): one word each, nothing executed."""
+    from test_shell_quoting import hostile_setup
+
+    cmd, marks, work = hostile_setup(tmp_path, VENV, sample={"backend": "vllm"})
     env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
-    targets = [f"results/tiny/candidates/{s}.jsonl" for s in ("tiny_a", "tiny_b")]
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), *targets,
-           "--cores", "2", "--config", "experiment=tiny", "overrides=sample.backend=vllm"]  # fmt: skip
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    proc, left = run_in_own_group(cmd, env, timeout=900)
+    proc, left = run_in_own_group([*cmd, "results/tiny/candidates/tiny_a.jsonl"], env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not left, f"processes outlived the workflow: {left}"
-    for source in ("tiny_a", "tiny_b"):
-        log = (tmp_path / f"results/tiny/logs/sample/{source}.log").read_text()
-        assert "vLLM on CPU: KV cache" in log and "(vllm)" in log
-        meta = json.loads((tmp_path / f"results/tiny/candidates/{source}.jsonl.meta.json").read_text())
-        assert meta["params"]["sample"]["backend"] == "vllm"
-        assert meta["counts"]["candidates"] == 6 * 2 and meta["counts"]["cost"]["completion_tokens"] > 0
+    assert not list(marks.iterdir()), "config values ran as shell code"
+    log = (work / "results/tiny/logs/sample/tiny_a.log").read_text()
+    assert "vLLM on CPU: KV cache" in log and "(vllm)" in log
+    meta = json.loads((work / "results/tiny/candidates/tiny_a.jsonl.meta.json").read_text())
+    assert meta["params"]["sample"]["backend"] == "vllm"
+    assert meta["counts"]["candidates"] == 6 * 2 and meta["counts"]["cost"]["completion_tokens"] > 0
 
 
 def test_the_cpu_kv_cache_is_bounded_and_holds_one_full_sequence(tiny_model_dir):

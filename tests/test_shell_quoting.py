@@ -1,6 +1,6 @@
 """Config values are data, never shell code: a checkout path, `cache_dir` and `vllm_env` holding spaces, quotes and
 `$(touch ...)` reach the jobs as single words; the jobs work (or fail with the stage's own message) and nothing in
-them is executed."""
+them is executed. (tests/test_sample_vllm.py runs the same hostile paths with a real vLLM env.)"""
 
 from __future__ import annotations
 
@@ -16,32 +16,39 @@ from helpers import REPO
 HOSTILE = "a b 'q\" $(touch {mark}) `touch {mark}`; touch {mark}"
 
 
-def test_hostile_paths_and_config_values_never_run(tmp_path):
+def hostile_setup(tmp_path: Path, venv: Path, **config) -> tuple[list[str], Path, Path]:
+    """A copy of the workflow at a hostile path, and a config whose `cache_dir` and `vllm_env` (a link to `venv`)
+    are hostile paths: (the snakemake command without targets, the folder any executed `touch` writes to, workdir)."""
     marks = tmp_path / "marks"
     marks.mkdir()
 
     def hostile(name):
-        return HOSTILE.format(mark=marks / name)
+        return tmp_path / HOSTILE.format(mark=marks / name)
 
-    checkout = tmp_path / hostile("checkout")
+    checkout = hostile("checkout")
     checkout.mkdir(parents=True)
     for part in ("Snakefile", "workflow", "config", "envs"):
         src = REPO / part
         (shutil.copytree if src.is_dir() else shutil.copy)(src, checkout / part)
-    venv = tmp_path / hostile("venv")
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    venv.symlink_to(Path(sys.executable).parent.parent)  # this venv: its `grape` has no vLLM, and says so
-    cache = tmp_path / hostile("cache")
+    env_link = hostile("venv")
+    env_link.parent.mkdir(parents=True, exist_ok=True)
+    env_link.symlink_to(venv)
     configfile = tmp_path / "hostile.yaml"
     configfile.write_text(
-        yaml.safe_dump({"experiment": "tiny", "cache_dir": str(cache), "vllm_env": str(venv),
-                        "sample": {"backend": "vllm"}})  # fmt: skip
+        yaml.safe_dump({"experiment": "tiny", "cache_dir": str(hostile("cache")), "vllm_env": str(env_link), **config})
     )
     work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "-d", str(work),
+           "--configfile", str(configfile), "--cores", "2"]  # fmt: skip (--configfile takes several: not last)
+    return cmd, marks, work
+
+
+def test_hostile_paths_and_config_values_never_run(tmp_path):
+    # the vllm env is this venv: its `grape` has no vLLM, and says so
+    cmd, marks, work = hostile_setup(tmp_path, Path(sys.executable).parent.parent, sample={"backend": "vllm"})
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "-d", str(work), "--cores", "2",
-           "--configfile", str(configfile), "--keep-going", "results/tiny/candidates/tiny_a.jsonl"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([*cmd, "results/tiny/candidates/tiny_a.jsonl"], capture_output=True, text=True, env=env,
+                          timeout=600)  # fmt: skip
     ran = sorted(p.name for p in marks.iterdir())
     assert ran == [], f"config values ran as shell code: {ran}"
     r = work / "results" / "tiny"
