@@ -37,6 +37,8 @@ from typing import Mapping
 
 import yaml
 
+from grape.config import ConfigKeyError
+
 JUDGE_PROTOCOL = "weighted_alpaca_eval_gpt4_turbo"  # alpaca_eval's AlpacaEval 2 annotator config
 NAME = "alpaca_eval"
 HUB_ID = "tatsu-lab/alpaca_eval"
@@ -76,7 +78,11 @@ def load_reference(reference: str | None, limit: int | None) -> list[dict]:
                 "experiment=<name>` first, or set evaluate.benchmarks.alpaca_eval.reference to a local copy"
             ) from None
         rows, where = json.loads(path.read_text(encoding="utf-8")), f"{HUB_ID}/{REFERENCE_FILE}"
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}: expected a JSON list of objects or JSON Lines, got {type(rows).__name__}")
     for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}: row {i}: expected an object {{instruction, output}}, got {r!r:.60}")
         for field in ("instruction", "output"):
             if not isinstance(r.get(field), str) or not r[field].strip():
                 raise ValueError(f"{where}: row {i}: field {field!r} must be a non-empty string")
@@ -111,7 +117,7 @@ def _api_key(judge: Mapping) -> str:
     """The judge's key, from the environment variable the config names (a local server needs none)."""
     key_env = judge.get("api_key_env")
     if key_env and not os.environ.get(key_env):
-        raise KeyError(f"evaluate.benchmarks.alpaca_eval.judge.api_key_env: ${key_env} is not set")
+        raise ConfigKeyError(f"evaluate.benchmarks.alpaca_eval.judge.api_key_env: ${key_env} is not set")
     return os.environ[key_env] if key_env else os.environ.get("OPENAI_API_KEY", "EMPTY")
 
 

@@ -46,7 +46,7 @@ def _load(args, stage: str) -> dict:
         params = gconfig.stage_params(gconfig.load(args.config), stage, **wc)
     if getattr(args, "threads", None):
         params["threads"] = args.threads
-    return params
+    return gconfig.Settings(params)
 
 
 def _finish(stage: str, params: dict, outputs: list[str], inputs: dict, counts: dict, t0: float) -> None:
@@ -85,7 +85,7 @@ def cmd_prefetch(args):
 
     t0 = time.time()
     if args.params is not None:
-        p = gconfig.parse_params(args.params)
+        p = gconfig.Settings(gconfig.parse_params(args.params))
     else:
         p = gconfig.stage_params(gconfig.compose(args.experiment, args.overrides), "prefetch")
     if p.get("cache_dir"):
@@ -334,7 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("pick", help="score and select your own pool for one target, without Snakemake")
     pk.add_argument("--pool", required=True, help="a pool file, any JSONL/Parquet/Arrow file or directory, or a hub id")
     pk.add_argument("--target", required=True, help="a model folder, a config/model name, or a hub id")
-    pk.add_argument("--out", required=True, help="the selection (JSONL: prompt/completion, messages, text, ...)")
+    pk.add_argument(
+        "--out",
+        required=True,
+        help="the selection (JSONL, one row per kept response: prompt, completion, "
+        "messages, instruction_id, candidate_id, source, mean_logprob, task); provenance in <out>.meta.json",
+    )
     pk.add_argument("--k", default=None, help="responses kept per instruction (default 1; `original` as in select.k)")
     pk.add_argument("--backend", default=None, choices=["packed", "reference", "vllm"], help="score.backend")
     pk.add_argument("--fields", nargs="*", help="column mapping for an imported pool, e.g. instruction=prompt "
@@ -347,21 +352,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# the files a command writes whose `<file>.meta.json` a failed run must not leave behind (default: --output)
+OUTPUTS = {
+    "data": ("train", "test"),
+    "score": ("output", "skipped"),
+    "score-gather": ("output", "skipped"),
+    "model": (),
+    "sft": (),
+    "pick": (),
+    "report": (),
+}
+
+
 def main(argv=None) -> int:
-    runtime.set_offline()
+    from grape import watchdog
+    from grape.provenance import clear_meta
+
     args = build_parser().parse_args(argv)
+    runtime.set_offline(hub=args.stage != "pick")  # pick downloads unless the environment says HF_HUB_OFFLINE=1
+    watchdog.start()  # a job whose snakemake is killed stops too
     try:
+        clear_meta([getattr(args, a, None) for a in OUTPUTS.get(args.stage, ("output",))])
         args.func(args)
         vllm_engine.exit_if_used(0)  # outputs are written; vLLM's own finalisers may abort (grape.vllm_engine)
-    except (gconfig.ConfigError, ValueError, OSError, ImportError) as err:
+    except (gconfig.ConfigError, ValueError, OSError, ImportError) as err:  # ConfigKeyError, DataError included
         print(f"grape {args.stage}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyError as err:  # a hand-written --params slice that lacks a key the stage reads
-        print(
-            f"grape {args.stage}: error: the stage's settings lack the key {err}; pass the slice that "
-            f"`grape compose` + stage_params give, or use --config",
-            file=sys.stderr,
-        )
         return 2
     return 0
 

@@ -41,6 +41,36 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names the key."""
 
 
+class ConfigKeyError(ConfigError, KeyError):
+    """A key the stage reads is not in its settings (a hand-written `--params` slice), or a setting left unset (an
+    environment variable a config names): reported as the config's problem. Any other KeyError is not blamed on
+    the config."""
+
+    __str__ = BaseException.__str__  # the message, not KeyError's repr of it
+
+
+class Settings(dict):
+    """A stage's settings, nested dicts too: a missing key raises `ConfigKeyError` naming its dotted path."""
+
+    def __init__(self, data=(), path: str = ""):  # takes what dict() takes: copies (`type(d)(pairs)`) stay Settings
+        super().__init__(data)
+        self.path = path
+        for key in list(self):
+            self[key] = _settings(self[key], f"{path}{key}.")
+
+    def __missing__(self, key):
+        raise ConfigKeyError(
+            f"the stage's settings lack the key '{self.path}{key}'; pass the slice that `grape compose` + "
+            "stage_params give, or use --config"
+        )
+
+
+def _settings(value, path: str):
+    if type(value) is dict:
+        return Settings(value, path)
+    return [_settings(x, path) for x in value] if type(value) is list else value
+
+
 def compose(
     experiment: str = "demo",
     overrides: Iterable[str] = (),
@@ -172,7 +202,13 @@ def overrides_from_mapping(smk_config: Mapping) -> tuple[str, list[str]]:
     experiment = str(smk_config.get("experiment", "demo"))
     extra = smk_config.get("overrides") or []
     if isinstance(extra, str):
-        extra = shlex.split(extra)
+        try:
+            extra = shlex.split(extra)
+        except ValueError as err:  # an unclosed quote, a trailing backslash
+            raise ConfigError(
+                f"key 'overrides': cannot split {extra!r} into shell words ({err}): quote each value whole, "
+                "e.g. overrides=\"sft.lr=1e-4 name='my run'\""
+            ) from None
     elif not isinstance(extra, (list, tuple)):
         raise ConfigError(f"key 'overrides': expected a string or a list of Hydra overrides, got {extra!r}")
     overrides = [

@@ -8,10 +8,17 @@ that needs it asks for it by name (`read_jsonl(..., require={"answer": "why"})`)
 
 from __future__ import annotations
 
-from grape.io import Field
+import math
+
+from grape.io import Field, describe_bounds
 
 STR = (str,)
 NUM = (int, float)
+# The possible values of a log-probability and of a count: a probability is at most 1 (log-softmax is <= 0 in
+# floating point too: x_i - logsumexp(x) with logsumexp(x) >= max(x) >= x_i, rounding being monotonic, so no slack),
+# and a scored response has at least one token.
+LOGPROB = (-math.inf, 0)
+COUNT = (1, math.inf)
 
 # data/train.jsonl: one instruction with the dataset's own responses (any number, each tagged with its source).
 TRAIN = {
@@ -69,9 +76,9 @@ SCORED = {
     "candidate_id": Field(STR, True, True, "the pool candidate"),
     "instruction_id": Field(STR, True, True, "its instruction"),
     "source": Field(STR, True, True, "its source"),
-    "n_tokens": Field((int,), True, False, "response tokens scored"),
-    "sum_logprob": Field(NUM, True, False, "sum of log p(token | prompt, earlier response tokens)"),
-    "mean_logprob": Field(NUM, True, False, "sum_logprob / n_tokens: GRAPE's criterion"),
+    "n_tokens": Field((int,), True, False, "response tokens scored", COUNT),
+    "sum_logprob": Field(NUM, True, False, "sum of log p(token | prompt, earlier response tokens)", LOGPROB),
+    "mean_logprob": Field(NUM, True, False, "sum_logprob / n_tokens: GRAPE's criterion", LOGPROB),
     "truncated": Field((bool,), True, False, "response cut to the context (score.overlong: truncate)"),
 }
 
@@ -90,7 +97,9 @@ SELECTION = {
     "instruction_id": Field(STR, True, True, "for analysis"),
     "candidate_id": Field(STR, True, True, "for analysis"),
     "source": Field(STR, True, True, "for analysis"),
-    "mean_logprob": Field((int, float, type(None)), True, False, "the target's score (null for unscored arms)"),
+    "mean_logprob": Field(
+        (int, float, type(None)), True, False, "the target's score (null for unscored arms)", LOGPROB
+    ),
     "messages": Field((list,), True, False, "chat form `[{role, content}]` (TRL, open-instruct, LLaMA-Factory)"),
     "task": TRAIN["task"],
 }
@@ -113,6 +122,8 @@ def markdown(spec) -> str:
     lines = ["| field | type | required | meaning |", "|---|---|---|---|"]
     for name, f in spec.items():
         types = " \\| ".join(names.get(t, t.__name__) for t in f.types)
+        if f.bounds is not None:
+            types += (", finite" if float in f.types else "") + f", {describe_bounds(f.bounds)}"
         need = ("yes, non-empty" if f.non_empty else "yes") if f.required else "no"
         doc = f.doc.replace("|", "\\|")
         lines.append(f"| `{name}` | {types} | {need} | {doc} |")

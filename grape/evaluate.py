@@ -193,7 +193,9 @@ def _samples(res: Mapping, metric: str, filt: str, local: bool) -> list[dict]:
             if s.get("filter", filt) != filt:
                 continue
             if metric not in s:
-                raise KeyError(f"lm-eval logged no {metric!r} for {task}; its metrics: {list(s.get('metrics', []))}")
+                raise ValueError(  # the benchmark's `metric` setting names a metric lm-eval does not log for it
+                    f"lm-eval logged no {metric!r} for {task}; its metrics: {list(s.get('metrics', []))}"
+                )
             doc = s.get("doc", {})
             resp = s["resps"][0][0] if s.get("resps") and s["resps"][0] else ""
             extracted = s["filtered_resps"][0] if s.get("filtered_resps") else ""

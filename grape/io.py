@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -30,12 +31,25 @@ class DataError(ValueError):
 
 class Field(NamedTuple):
     """One field of a row spec (`grape.contracts`): its allowed types, whether it must be present, whether a
-    string must be non-blank, and what it means (for docs and error messages)."""
+    string must be non-blank, what it means (for docs and error messages), and for a number the closed range
+    `bounds` = (low, high) it must lie in (`None`: any; `-math.inf`/`math.inf`: open on that side). A bounded
+    number must also be finite: NaN and +-Infinity are never in range."""
 
     types: tuple[type, ...]
     required: bool = True
     non_empty: bool = False
     doc: str = ""
+    bounds: tuple[float, float] | None = None
+
+
+def describe_bounds(bounds: tuple[float, float]) -> str:
+    """`bounds` in words: "<= 0", ">= 1", "in [0, 1]" (for error messages and docs/data_contract.md)."""
+    low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in bounds)
+    if bounds[0] == -math.inf:
+        return f"<= {high}"
+    if bounds[1] == math.inf:
+        return f">= {low}"
+    return f"in [{low}, {high}]"
 
 
 # A row spec maps field name -> Field.
@@ -54,6 +68,48 @@ _TYPE_NAMES = {
 
 _MISSING = object()
 _BLANK_START = (b"", b"\n", b"\r", b" ", b"\t")
+_INFINITE = (math.inf, -math.inf)
+
+
+def out_of_bounds(value: Any, bounds: tuple[float, float]) -> bool:
+    """Whether a number lies outside `bounds` or is not finite (NaN fails every comparison; +-inf is tested as such,
+    since an open side is +-inf itself). Exact for ints of any size (no conversion to float)."""
+    return not (bounds[0] <= value <= bounds[1]) or value in _INFINITE
+
+
+class _NonFiniteLiteral(ValueError):
+    """A NaN / Infinity / -Infinity literal: Python's json accepts them, JSON (and orjson) does not."""
+
+
+def _reject_constant(name: str):
+    raise _NonFiniteLiteral(name)
+
+
+# Python's json.loads, except that NaN / Infinity / -Infinity are errors (as in orjson and in JSON itself): both
+# readers then accept the same files. Same speed as json.loads (a C scanner; the hook runs only on those literals).
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _non_finite_field(text: str) -> str | None:
+    """The top-level field of a row whose value is or holds a NaN/Infinity (read leniently, on the error path);
+    None when there is none."""
+    try:
+        row = json.loads(text)
+    except ValueError:
+        return None
+
+    def bad(v) -> bool:
+        if isinstance(v, float):
+            return not math.isfinite(v)
+        if isinstance(v, dict):
+            return any(bad(x) for x in v.values())
+        if isinstance(v, list):
+            return any(bad(x) for x in v)
+        return False
+
+    if isinstance(row, dict):
+        return next((k for k, v in row.items() if bad(v)), None)
+    return "" if bad(row) else None  # "": not an object (no field to name)
 
 
 def check_row(path, lineno: int | None, row: Any, spec: RowSpec | None, require: Mapping[str, str] = ()) -> None:
@@ -72,7 +128,7 @@ def check_row(path, lineno: int | None, row: Any, spec: RowSpec | None, require:
                 raise DataError(path, lineno, field, f"missing ({why})")
     if spec is None:
         return
-    for field, (types, required, non_empty, _) in spec.items():
+    for field, (types, required, non_empty, _, bounds) in spec.items():
         value = row.get(field, _MISSING)
         if value is _MISSING:
             if required:
@@ -85,6 +141,8 @@ def check_row(path, lineno: int | None, row: Any, spec: RowSpec | None, require:
                 raise DataError(path, lineno, field, f"expected {names}, got {type(value).__name__} {value!r:.60}")
         if non_empty and type(value) is str and (not value or value.isspace()):
             raise DataError(path, lineno, field, "empty")
+        if bounds is not None and value is not None and out_of_bounds(value, bounds):
+            raise DataError(path, lineno, field, f"expected a finite number {describe_bounds(bounds)}, got {value!r}")
 
 
 def read_jsonl(
@@ -128,12 +186,15 @@ def iter_jsonl_located(
     """(line number, byte offset, raw line, row) for every checked row: the one JSONL loop of the package.
 
     `loads` parses a line (`orjson.loads` where a million rows make `json.loads` the bottleneck; both raise
-    json.JSONDecodeError). `keep(row)`: rows it rejects are checked but neither yielded nor held to `unique`
-    (one shard of a pool).
+    json.JSONDecodeError). `json.loads` is read as its strict form: like orjson, neither takes the NaN/Infinity
+    literals (nor does orjson take a number beyond a double, 1e400), and such a line is an error naming its field.
+    `keep(row)`: rows it rejects are checked but neither yielded nor held to `unique` (one shard of a pool).
     """
     seen: dict[Any, int] = {}
     offset = 0
     takes_bytes = loads is not json.loads  # orjson parses (and checks the UTF-8 of) bytes: no decoded copy
+    if not takes_bytes:
+        loads = _STRICT.decode
     with open(path, "rb", buffering=1 << 20) as fh:
         for lineno, raw in enumerate(fh, start=1):
             start, offset = offset, offset + len(raw)
@@ -143,12 +204,8 @@ def iter_jsonl_located(
                 row = loads(raw if takes_bytes else raw.decode("utf-8"))
             except UnicodeDecodeError as err:
                 raise DataError(path, lineno, None, f"not valid UTF-8 (byte {err.start})") from None
-            except json.JSONDecodeError as err:
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as bad:
-                    raise DataError(path, lineno, None, f"not valid UTF-8 (byte {bad.start})") from None
-                raise DataError(path, lineno, None, f"malformed JSON: {err.msg} at column {err.colno}") from None
+            except ValueError as err:  # json.JSONDecodeError, orjson's, or a NaN/Infinity literal
+                raise _parse_error(path, lineno, raw, err) from None
             check_row(path, lineno, row, spec, require)
             if keep is not None and not keep(row):
                 continue
@@ -160,8 +217,25 @@ def iter_jsonl_located(
             yield lineno, start, raw, row
 
 
+def _parse_error(path, lineno: int, raw: bytes, err: ValueError) -> DataError:
+    """The error for a line the reader did not take: bad UTF-8, a non-finite number (named by its field), or
+    malformed JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return DataError(path, lineno, None, f"not valid UTF-8 (byte {bad.start})")
+    field = _non_finite_field(text)
+    if field is not None:
+        return DataError(path, lineno, field or None, "NaN, Infinity or a number beyond a double: not valid JSON")
+    if isinstance(err, json.JSONDecodeError):
+        return DataError(path, lineno, None, f"malformed JSON: {err.msg} at column {err.colno}")
+    return DataError(path, lineno, None, f"malformed JSON: {err}")
+
+
 def dumps(row: Mapping) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=False)
+    """One JSONL line. NaN/Infinity are refused (`allow_nan=False`): JSON has no such numbers, and no stage writes an
+    impossible score or count in their place (`write_jsonl` names the row and field)."""
+    return json.dumps(row, ensure_ascii=False, sort_keys=False, allow_nan=False)
 
 
 @contextlib.contextmanager
@@ -200,7 +274,15 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping], encode=None) -
     n = 0
     with atomic_path(path) as tmp, open(tmp, "wb", buffering=1 << 20) as fh:
         for row in rows:
-            fh.write((encode(row) if encode else dumps(row).encode("utf-8")) + b"\n")
+            try:
+                line = encode(row) if encode else dumps(row).encode("utf-8")
+            except ValueError:
+                field = _non_finite_field(json.dumps(row, default=str))
+                if field is None:
+                    raise
+                # a NaN/Infinity (`dumps`): the file is not written, the row and field are named
+                raise DataError(path, n + 1, field or None, "NaN/Infinity: not a finite number; not written") from None
+            fh.write(line + b"\n")
             n += 1
     return n
 

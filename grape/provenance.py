@@ -1,7 +1,10 @@
 """Provenance written beside every output: what went in (hashes), with what (versions and the suite's git
 commit), how (params).
 
-The same config must give the same selection; when it does not, these files say what differed.
+The same config must give the same selection; when it does not, these files say what differed. A file output's
+record holds the output's own sha256 (`output`), so a record that outlived or no longer matches its output is told
+apart (`stale_meta`); a stage removes the records of the outputs it is about to write before it starts
+(`clear_meta`), so a stage that fails leaves no record of an earlier run beside a missing or half-made output.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from grape.io import write_json
+from grape.io import read_json, write_json
 
 PACKAGES = (
     "grape-suite",
@@ -95,6 +98,37 @@ def meta_path(output: str | os.PathLike) -> Path:
     return output / "grape_meta.json" if output.is_dir() else output.with_name(output.name + ".meta.json")
 
 
+def clear_meta(outputs) -> list[Path]:
+    """Remove the provenance records of `outputs` (a path or several) that a stage is about to write: call at the
+    stage's start. A file output's `<output>.meta.json` goes; a directory output's record is inside it and goes
+    with it when the directory is replaced. Returns the records removed."""
+    removed = []
+    for output in [outputs] if isinstance(outputs, (str, os.PathLike)) else outputs:
+        if output is None:
+            continue
+        output = Path(output)
+        record = output.with_name(output.name + ".meta.json")
+        if record.is_file():
+            record.unlink()
+            removed.append(record)
+    return removed
+
+
+def stale_meta(output: str | os.PathLike) -> str | None:
+    """Why the record beside a file output does not describe it (no output, or another sha256), else None."""
+    record = meta_path(output)
+    if not record.is_file() or Path(output).is_dir():
+        return None
+    if not Path(output).exists():
+        return f"{record}: its output {output} does not exist"
+    want = (read_json(record).get("output") or {}).get("sha256")
+    if want is None:
+        return f"{record}: records no sha256 of its output (written by an older version)"
+    if want != sha256_path(output):
+        return f"{record}: its output {output} has changed since (sha256 differs)"
+    return None
+
+
 def write_meta(
     output: str | os.PathLike,
     stage: str,
@@ -102,15 +136,18 @@ def write_meta(
     inputs: Mapping[str, str | os.PathLike] = (),
     counts: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the provenance record for `output` (call after the output exists)."""
+    """Write the provenance record for `output` (call after the output exists); a file output's own sha256 is in
+    it (`output`)."""
     hashed = {}
     for name, p in dict(inputs).items():
         p = Path(p)
         # Model folders are large; their own meta already holds a hash, so record that instead.
         inner = p / "grape_meta.json"
         hashed[name] = {"path": str(p), "sha256": sha256_path(inner if inner.exists() else p)}
+    out = Path(output)
     record = {
         "stage": stage,
+        **({"output": {"path": str(out), "sha256": sha256_path(out)}} if out.is_file() else {}),
         "params": dict(params),
         "inputs": hashed,
         "counts": dict(counts or {}),

@@ -3,7 +3,9 @@
 The machines we run on differ: on a CPU with AMX (`amx_bf16`) a bf16 matmul ran 8x faster than fp32, on one with
 only AVX2 ~500x slower. So the dtype is detected, never assumed: `choose_dtype("auto")` takes bf16 on a GPU that
 supports it and on a CPU with AMX-BF16 or AVX512-BF16 instructions, fp32 elsewhere, and says why. Hubs are
-unreachable here and in CI, so hub access is off unless the user turns it back on explicitly.
+unreachable here and in CI, so hub access is off unless the user turns it back on explicitly; the exception is
+`grape pick` (a practitioner's command, no prefetch step): it leaves hub access to the user's environment
+(`set_offline(hub=False)`), downloading unless HF_HUB_OFFLINE=1 is set there.
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ OFFLINE_ENV = {
 }
 
 
-def set_offline() -> None:
+HUB_KEYS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")  # what turns hub access off
+
+
+def set_offline(hub: bool = True) -> None:
+    """`OFFLINE_ENV` where the environment does not say otherwise; `hub=False`: all but the hub switches
+    (`HUB_KEYS`), leaving downloads to the user's environment (`grape pick`)."""
     for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+        if hub or key not in HUB_KEYS:
+            os.environ.setdefault(key, value)
+
+
+def hub_offline() -> bool:
+    """Whether this process may not download from the hub: HF_HUB_OFFLINE read as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def setup(threads: int | None = None, seed: int | None = None) -> None:

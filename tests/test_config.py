@@ -65,6 +65,13 @@ def test_snakemake_config_becomes_hydra_overrides():
     assert cfg["evaluate"]["until"] == ["x y"]
 
 
+@pytest.mark.parametrize("text", ["sft.lr=1e-4 '", "sft.lr=1e-4 name='my run", 'sample.n=5 "', "sft.lr=1e-4 \\"])
+def test_overrides_that_do_not_split_into_words_are_a_config_error(text):
+    with pytest.raises(ConfigError, match=r"key 'overrides': cannot split .* into shell words \(No ") as err:
+        gconfig.overrides_from_mapping({"experiment": "tiny", "overrides": text})
+    assert repr(text) in str(err.value)  # the string as given
+
+
 def test_written_config_round_trips_and_is_left_alone_when_unchanged(tmp_path):
     cfg = gconfig.compose("tiny")
     path = tmp_path / "config.yaml"

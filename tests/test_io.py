@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
+import orjson
 import pytest
 
-from grape.io import DataError, Field, atomic_path, read_jsonl, write_jsonl
+from grape.io import DataError, Field, atomic_path, check_row, iter_jsonl, read_jsonl, write_jsonl
 
 SPEC = {"id": Field((str,), True, True), "response": Field((str,), True, True), "n": Field((int,), False, False)}
 
@@ -87,3 +89,55 @@ def test_atomic_directory(tmp_path):
     with atomic_path(out, directory=True) as tmp:
         (tmp / "w.bin").write_bytes(b"1")
     assert (out / "w.bin").read_bytes() == b"1"
+
+
+BOUNDED = {
+    "id": Field((str,), True, True),
+    "logprob": Field((int, float), True, False, "", (-math.inf, 0)),
+    "n": Field((int,), True, False, "", (1, math.inf)),
+    "p": Field((int, float, type(None)), False, False, "", (0, 1)),
+}
+
+
+@pytest.mark.parametrize("loads", [json.loads, orjson.loads], ids=["json", "orjson"])
+@pytest.mark.parametrize(
+    "line, field, words",
+    [
+        ('{"id": "a", "logprob": 0.5, "n": 1}', "logprob", "finite number <= 0, got 0.5"),
+        ('{"id": "a", "logprob": NaN, "n": 1}', "logprob", "NaN"),
+        ('{"id": "a", "logprob": -Infinity, "n": 1}', "logprob", "Infinity"),
+        ('{"id": "a", "logprob": -1, "n": 0}', "n", "finite number >= 1, got 0"),
+        ('{"id": "a", "logprob": -1, "n": -5}', "n", ">= 1, got -5"),
+        ('{"id": "a", "logprob": -1, "n": 1, "p": 1.5}', "p", "in [0, 1]"),
+        ('{"id": "a", "logprob": -1, "n": 1, "p": -1e400}', "p", ""),
+        ('{"id": "a", "logprob": -1, "n": 1, "extra": {"x": [Infinity]}}', "extra", "NaN, Infinity"),
+    ],
+)
+def test_numbers_outside_their_range_and_non_finite_literals_name_their_field(tmp_path, loads, line, field, words):
+    """Both readers agree: a value out of its field's bounds, and NaN/Infinity anywhere (not JSON, which orjson
+    refuses and Python's json would take), stop the read at that line and field."""
+    p = _write(tmp_path / "n.jsonl", ['{"id": "ok", "logprob": 0, "n": 1, "p": null}', line])
+    with pytest.raises(DataError) as err:
+        list(iter_jsonl(p, BOUNDED, loads=loads))
+    assert str(err.value).startswith(f"{p}:2: field '{field}': ") and words in str(err.value), str(err.value)
+
+
+def test_bounds_hold_for_rows_checked_in_memory_too():
+    check_row("x", 1, {"id": "a", "logprob": -0.0, "n": 10**30, "p": 0}, BOUNDED)  # the edges are in range
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(DataError, match="field 'logprob': expected a finite number <= 0"):
+            check_row("x", 1, {"id": "a", "logprob": bad, "n": 1}, BOUNDED)
+
+
+def test_writes_refuse_nan_naming_the_row_and_field(tmp_path):
+    out = tmp_path / "s.jsonl"
+    with pytest.raises(DataError, match=r"s.jsonl:2: field 'mean_logprob': NaN/Infinity"):
+        write_jsonl(out, [{"mean_logprob": -1.0}, {"candidate_id": "c", "mean_logprob": float("nan")}])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_line_only_orjson_refuses_is_malformed_not_non_finite(tmp_path):
+    p = _write(tmp_path / "s.jsonl", ['{"id": "a", "logprob": -1, "n": 1, "x": "\\ud800"}'])
+    with pytest.raises(DataError, match=r"s.jsonl:1: malformed JSON: .*surrogate") as err:
+        list(iter_jsonl(p, BOUNDED, loads=orjson.loads))
+    assert "NaN" not in str(err.value)

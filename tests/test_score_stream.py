@@ -181,8 +181,10 @@ def test_resume_keeps_finished_chunks_and_their_skips(model, tok, tmp_path):
         progress=False,
     )
     assert again == full and seen and 0 not in seen and 1 not in seen
-    with pytest.raises(ValueError, match="different pool"):  # another chunking: refused, not mixed
-        score_file(lambda: PackedScorer(model), tok, T, path, 150, chunk_size=4, partial_path=part, progress=False)
+    # another chunking: set aside (never mixed), the result is a clean run's
+    other = score_file(lambda: PackedScorer(model), tok, T, path, 150, chunk_size=4, partial_path=part, progress=False)
+    assert other == score_file(lambda: PackedScorer(model), tok, T, path, 150, chunk_size=4, progress=False)
+    assert part.with_name(part.name + ".stale").exists()
 
 
 def test_empty_shard_builds_no_scorer(tok, tmp_path):

@@ -5,7 +5,8 @@ docs/importers.md). Writes: `data/train.jsonl` (`grape.contracts.TRAIN`, streame
 sits in memory), `data/test.jsonl` (`TEST`; empty for pools without a held-out split) and `data/dropped.jsonl`
 (every input row the importer could not use, with where and why). A new importer is a module here with
 `load(data_cfg, seed, tally, workdir) -> (train rows iterable, test rows)`, added to `IMPORTERS` and to the
-`data.kind` enum of the schema.
+`data.kind` enum of the schema. An import that stops (a bad row, an empty input file, no train rows) leaves none of
+these files behind.
 """
 
 from __future__ import annotations
@@ -47,9 +48,26 @@ def _checked(rows, tally: Tally, out: str):
         yield row
 
 
-def _write_grouped(grouped: Grouped, out: str, n_workers: int) -> int:
+def _no_rows(d: Mapping, tally: Tally) -> ValueError:
+    """The error for an import that kept no train rows (raised before the train file is in place: none is left)."""
+    inputs = d.get("path") or d.get("train_path") or ", ".join(str(s["path"]) for s in d.get("datasets") or [])
+    read = f" from {inputs}" if inputs else ""
+    return ValueError(f"data.kind {d['kind']!r} produced no train rows{read}; counts: {dict(tally.counts)}")
+
+
+def _some(rows, error):
+    """`rows`, raising `error()` at their end when there were none: the atomic writer then leaves no file."""
+    n = 0
+    for row in rows:
+        n += 1
+        yield row
+    if not n:
+        raise error()
+
+
+def _write_grouped(grouped: Grouped, out: str, n_workers: int, error) -> int:
     """A grouped pool's train file, both phases on `n_workers` processes (`grape.data.grouping`): the same file,
-    counts and dropped list for any number of them."""
+    counts and dropped list for any number of them. No train rows: `error()` is raised and no file is left."""
     grouper = grouped.fill(n_workers)
     try:
         with atomic_path(out) as tmp:
@@ -64,6 +82,8 @@ def _write_grouped(grouped: Grouped, out: str, n_workers: int) -> int:
 
             counts = build_parts(grouped, grouper, n_workers, write_part)
             concat([f"{tmp}.{j}" for j in range(len(counts))], tmp)
+            if not sum(counts):
+                raise error()
     finally:
         grouper.close()
     return sum(counts)
@@ -76,12 +96,11 @@ def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None 
     if d.get("test_path") and d["kind"] != "jsonl":
         test = read_jsonl(d["test_path"], TEST, unique="id", non_empty="test rows {id, instruction, answer}")
     n_workers = workers(params.get("threads"))
+    error = lambda: _no_rows(d, tally)  # noqa: E731
     if isinstance(train, Grouped):
-        n = _write_grouped(train, train_out, n_workers)
+        n = _write_grouped(train, train_out, n_workers, error)
     else:
-        n = write_jsonl(train_out, _checked(train, tally, train_out), encode=fast_dumps)
-    if not n:
-        raise ValueError(f"data.kind {d['kind']!r} produced no train rows; counts: {dict(tally.counts)}")
+        n = write_jsonl(train_out, _some(_checked(train, tally, train_out), error), encode=fast_dumps)
     write_jsonl(test_out, test)
     if dropped_out:
         write_jsonl(dropped_out, tally.dropped)

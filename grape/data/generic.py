@@ -12,7 +12,9 @@ several responses, so a pool that already holds candidates from several models n
 of `grape.data.conversations`. Rows are grouped by the normalised instruction (or context), or by `fields.id` when
 given (then every row of an id must carry the same instruction). A source defaults to `original`; an answer, when
 mapped, is the first non-empty one of the group, compared by the `numeric` rule unless `fields.check` names a
-column with the rule. Instructions with fewer than `min_responses` distinct responses are counted, not kept.
+column with the rule. Instructions with fewer than `min_responses` distinct responses are counted, not kept. A file
+without rows (empty, or blank lines only) stops the import naming it (`grape.data.grouping`), and a missing path
+that looks local is `file not found`, never looked up as a hub id (`grape.data.source`).
 """
 
 from __future__ import annotations

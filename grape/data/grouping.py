@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -109,6 +110,7 @@ class Grouped:
         self.datasets, self.read, self.build, self.tally = list(datasets), read, build, tally
         self.workdir, self.partitions, self.limit = workdir, partitions, limit
         self.on_dataset = None  # on_dataset(ds, tally), in this process, once a dataset has been read
+        self.empty_hint = ""  # added to the error for a dataset without rows (e.g. how a mix may lack one)
 
     def __iter__(self) -> Iterator[dict]:
         grouper = self.fill(1)
@@ -128,15 +130,20 @@ class Grouped:
                 parts = ds.parts(workers) if self.limit is None else [ds]
                 if len(parts) == 1:
                     rows = ds.rows() if self.limit is None else itertools.islice(ds.rows(), self.limit)
-                    self.read(ds, _progress(rows, f"read {ds.name}", self.limit), grouper.add, self.tally)
+                    counted = _Counted(rows)
+                    self.read(ds, _progress(counted, f"read {ds.name}", self.limit), grouper.add, self.tally)
+                    n = counted.n
                 else:
                     _JOB[:] = [self, grouper, parts]
                     try:
                         results = starmap(_fill_part, [(i, s) for i, s in enumerate(grouper.reserve(len(parts)))])
                     finally:
                         _JOB.clear()
-                    for r in results:
+                    for r, _ in results:
                         self.tally.merge(r)
+                    n = sum(k for _, k in results)
+                if not n and not ds.allow_empty:
+                    self._empty(ds)
                 if self.on_dataset is not None:
                     self.on_dataset(ds, self.tally)
         except BaseException:
@@ -144,6 +151,26 @@ class Grouped:
             raise
         grouper.close_segment()
         return grouper
+
+    def _empty(self, ds) -> None:
+        from grape.io import DataError
+
+        local = os.path.exists(ds.path)
+        what = "the file is empty or holds only blank lines" if os.path.isfile(ds.path) else "the dataset is empty"
+        of = f" (dataset {ds.name!r} of the mix)" if len(self.datasets) > 1 else ""
+        raise DataError(ds.path if local else ds.label(), None, None, f"no rows: {what}{of}{self.empty_hint}")
+
+
+class _Counted:
+    """An iterable that counts what it yields (`n`), so a dataset without rows is caught whatever `read` does."""
+
+    def __init__(self, rows):
+        self.rows, self.n = rows, 0
+
+    def __iter__(self):
+        for item in self.rows:
+            self.n += 1
+            yield item
 
 
 _JOB: list = []  # (Grouped, Grouper, parts) while phase-1 workers fork; (Grouped, Grouper, write_part) for phase 2
@@ -157,9 +184,10 @@ def _fill_part(i: int, segment: int):
     grouped, grouper, parts = _JOB
     part, tally = parts[i], grouped.tally.fresh()
     grouper.open_segment(segment)
-    grouped.read(part, _progress(part.rows(), f"read {part.name} [{i + 1}/{len(parts)}]"), grouper.add, tally)
+    counted = _Counted(part.rows())
+    grouped.read(part, _progress(counted, f"read {part.name} [{i + 1}/{len(parts)}]"), grouper.add, tally)
     grouper.close_segment()
-    return tally
+    return tally, counted.n
 
 
 def build_parts(grouped: Grouped, grouper: Grouper, workers: int, write_part) -> list:

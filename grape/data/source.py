@@ -5,6 +5,8 @@ Every importer reads through `Dataset`, so a pool is found the same way everywhe
   `.parquet` or `.arrow` file;
 - a local directory (a `huggingface-cli download` or `snapshot_download` copy): its data files, those whose
   name contains the split when any does (hub layout `data/train-00000-of-00004.parquet`), else all of them;
+- a path that looks local (`grape.prefetch.looks_local`: absolute, `./`, `../`, `~`, a data file suffix, more than
+  one `/`) and does not exist: an error, `file not found: <path>`;
 - anything else is a hub dataset id, read with `datasets.load_dataset(id, split=..., revision=...,
   streaming=True)`; offline (`HF_DATASETS_OFFLINE=1`) that reads the local cache and fails naming the id.
 Rows stream: Parquet in record batches, JSON Lines line by line, so a million-row pool never sits in memory.
@@ -36,15 +38,19 @@ class Dataset:
         revision: str | None = None,
         name: str | None = None,
         experiment: str | None = None,
+        allow_empty: bool = False,
     ):
-        self.path, self.split, self.revision = str(path), split, revision
+        path = str(path)
+        self.path = os.path.expanduser(path) if path.startswith("~") else path
+        self.split, self.revision = split, revision
         self.name = name or Path(self.path).name or self.path
         self.experiment = experiment  # named in the prefetch command when the dataset is not in the cache
+        self.allow_empty = allow_empty  # a dataset without rows is an error unless this says the pool may lack it
         self._files: list[Path] | None = None  # a part: these files only
         self._span: tuple[int, int] | None = None  # a part: bytes [start, end) of its one JSON Lines file
 
     def _part(self, files: list[Path], span: tuple[int, int] | None = None) -> "Dataset":
-        part = Dataset(self.path, self.split, self.revision, self.name, self.experiment)
+        part = Dataset(self.path, self.split, self.revision, self.name, self.experiment, self.allow_empty)
         part._files, part._span = files, span
         return part
 
@@ -92,6 +98,9 @@ class Dataset:
             yield from _json_rows(self._files[0], self._span)
             return
         if not os.path.exists(self.path):
+            from grape.prefetch import is_hub_id
+
+            is_hub_id(self.path)  # a local-looking path that does not exist: FileNotFoundError naming it
             yield from self._hub_rows()
             return
         for f in self._files if self._files is not None else self.files():
@@ -112,7 +121,9 @@ class Dataset:
             for where, row in local.rows():
                 yield f"{self.path}: {where}", row
             return
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        from grape.runtime import hub_offline
+
+        if hub_offline():
             from grape.prefetch import missing_message
 
             raise DataError(

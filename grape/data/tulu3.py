@@ -13,7 +13,9 @@ against a single-turn context; where they disagree the context wins and `prompt_
 
 Datasets are read in config order (SFT mixture first) and a group's records keep input order, so the instruction
 text is the SFT row's and `distinct` keeps the SFT copy of a repeated response. Each response is tagged with the
-config `name` of the dataset it came from. Rows that cannot be used are dropped with a reason (`tally.drop`).
+config `name` of the dataset it came from. Rows that cannot be used are dropped with a reason (`tally.drop`). A dataset
+without rows stops the import, naming it (an empty SFT mixture would silently leave the SFT arm without its source),
+unless its config entry says `allow_empty: true`.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ PREFERENCE_LICENCE = "ODC-BY-1.0 (mixture; subsets differ: see dataset card)"
 def load(d: Mapping, seed: int, tally, workdir):
     """(train rows, []): the pool has no held-out split; rows stream from a generator (see `_rows`)."""
     specs = [
-        Dataset(s["path"], s.get("split") or "train", s.get("revision"), s["name"], d.get("experiment"))
+        Dataset(s["path"], s.get("split") or "train", s.get("revision"), s["name"], d.get("experiment"),
+                allow_empty=bool(s.get("allow_empty")))
         for s in d["datasets"]
-    ]
+    ]  # fmt: skip
     if not specs:
         raise ValueError("data.datasets: list the Tulu-3 datasets, {name, path}, the SFT mixture first")
     if len({ds.name for ds in specs}) != len(specs):
@@ -69,6 +72,7 @@ def load(d: Mapping, seed: int, tally, workdir):
     tally.info["datasets"] = []
     grouped = Grouped(specs, _read, _build(d.get("min_responses", 2)), tally, workdir, PARTITIONS, d.get("limit"))
     grouped.on_dataset = _dataset_read
+    grouped.empty_hint = "; set `allow_empty: true` on it in data.datasets if the pool may lack it"
     return grouped, []
 
 

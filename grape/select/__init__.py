@@ -1,7 +1,10 @@
 """The `select` stage: one training set per target per arm, in prompt/completion form.
 
 Reads: `pool/pool.jsonl` (`grape.contracts.POOL`) and, for the arms that rank by score, the target's
-`scores/<target>.jsonl` (`SCORED`). Writes: `selections/<target>/<arm>.jsonl` (`SELECTION`).
+`scores/<target>.jsonl` (`SCORED`). Writes: `selections/<target>/<arm>.jsonl` (`SELECTION`). Every row is checked
+where it enters: a pool row that is not a POOL row (a blank or non-string response, ...), an impossible score (a
+log-prob above 0, NaN, Infinity, fewer than one token) or a score of a candidate the pool does not have stops the
+job with `file:line: field 'x': problem` (`index`); nothing is skipped silently.
 
 Arms (`ARMS`, the paper's comparisons, UltraInteract setting):
 - grape:     per instruction, the k candidates with the highest mean log-prob under the target (`select.k`: a
@@ -33,8 +36,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Mapping
 
-import orjson
-
 from grape.config import SCORED_ARMS
 from grape.io import DataError, atomic_path, fast_dumps
 from grape.parallel import concat, starmap, workers
@@ -59,7 +60,7 @@ def _write_part(pool_path: str, lo: int, hi: int, template_cfg: Mapping, out: st
     with open(pool_path, "rb") as fh, open(out, "wb", buffering=1 << 20) as dst:
         for _, _, at, score in _PICKED[lo:hi]:
             fh.seek(at)
-            row = orjson.loads(fh.readline())
+            row = index.checked_row(pool_path, fh.readline(), at)
             by_source[row["source"]] += 1
             dst.write(fast_dumps(example(template, row, score)) + b"\n")
     return by_source
@@ -123,10 +124,12 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
     originals = tuple(sel.get("original_sources") or ("original",))
     settings = (arm, sel["k"], params["seed"], sel["strongest_source"], originals)
     try:
-        groups, n_pool = index.pool_index(pool_path)
+        known: set[str] = set()
+        groups, n_pool = index.pool_index(pool_path, known)
         groups, own = _own_samples(groups, params.get("target"), arm, sel.get("exclude_self", True))
         _GROUPS.update(groups)
-        _SCORES.update(index.scores(scores_path) if scores_path else {})
+        _SCORES.update(index.scores(scores_path, known, pool_path) if scores_path else {})
+        del known
         _IIDS.extend(sorted(groups))
         del groups
         k = n_workers if len(_IIDS) >= MIN_PARALLEL else 1  # a small pool is not worth a fork

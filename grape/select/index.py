@@ -1,70 +1,43 @@
-"""The pool and the scores as the few columns selection needs, read in C++ (pyarrow's JSON reader).
+"""The pool and the scores as the few columns selection needs, read in C++ (`grape.columns`, pyarrow's JSON reader).
 
 Selection needs, per candidate, its id, instruction, source, byte offset and score: not the texts. Parsing a million
 1.5 KB rows in Python costs ~8 us each before any row check; pyarrow's reader parses the file in C++ threads and
-keeps only the listed columns (the texts are skipped, not held), with the types of `grape.contracts` enforced.
-Anything it cannot take (a malformed line, a wrong type, a missing or blank field, a blank line it reads differently)
-sends the file to the Python reader, which names the file, line and field, or, when it finds nothing wrong after
-all, does the whole job itself. The rows that are written are checked in full when they are read back.
+turns only the listed columns into Python objects, with every field of `grape.contracts` it can type checked on the
+way (the texts too: a blank response stops the job here, not in the training set; the scores' ranges: a log-prob
+above 0, NaN, Infinity, a token count below 1). Anything it cannot take sends the file to the Python reader, which
+names the file, line and field, or, when it finds nothing wrong after all, does the whole job itself. The rows that
+are written are checked in full again when they are read back (`checked_row`).
 """
 
 from __future__ import annotations
 
 from array import array
-from typing import Mapping
+from typing import Container
 
 import orjson
 
+from grape import columns
 from grape.contracts import POOL, SCORED
-from grape.io import DataError, Field, iter_jsonl_located
+from grape.io import DataError, check_row, iter_jsonl_located
 
 _BLANK_START = (b"\n", b"\r", b" ", b"\t")
 
 
-def _arrow_type(f: Field):
+def _context_type():
     import pyarrow as pa
 
-    kinds = set(f.types) - {type(None)}
-    if kinds == {str}:
-        return pa.string()
-    if kinds == {int}:
-        return pa.int64()
-    if kinds <= {int, float}:
-        return pa.float64()
-    if kinds == {bool}:
-        return pa.bool_()
-    return None  # nothing pyarrow can check for us (mixed types): leave the field to the row check
+    return {"context": pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))}
 
 
-def _columns(path: str, spec: Mapping[str, Field], names: list[str]) -> dict[str, list] | None:
-    """The columns `names` (plus every required field of `spec` pyarrow can type, to check them); None when
-    pyarrow cannot read the file cleanly (the caller then uses the Python reader)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.json as pj
-
-    # the named columns, plus the required fields that are not texts (their types are checked here for free)
-    fields = [f for f in spec if f in names or (spec[f].required and str not in spec[f].types)]
-    typed = [(f, _arrow_type(spec[f])) for f in fields]
-    schema = pa.schema([(f, t) for f, t in typed if t is not None])
+def _columns(path: str, spec, names: list[str]) -> dict[str, list] | None:
+    """The columns `names`, every field of `spec` checked; None when pyarrow cannot read the file cleanly (the
+    caller then uses the Python reader)."""
     out: dict[str, list] = {n: [] for n in names}
     try:
-        reader = pj.open_json(  # streamed in 4 MiB blocks: memory stays flat whatever the file size
-            path,
-            read_options=pj.ReadOptions(block_size=4 << 20),
-            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
-        )
-        for batch in reader:
-            for name in schema.names:
-                col, f = batch.column(name), spec[name]
-                if f.required and type(None) not in f.types and col.null_count:
-                    return None
-                if f.non_empty and pa.types.is_string(col.type) and col.null_count < len(col):
-                    if pc.any(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)).as_py():
-                        return None
+        for cols in columns.batches(path, spec, names, _context_type(), check_all=True):
             for n in names:
-                out[n] += batch.column(n).to_pylist()
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+                out[n] += cols[n]
+    except columns.Unreadable:
         return None
     return out
 
@@ -87,8 +60,39 @@ def _raise_precisely(path: str, spec) -> None:
     raise DataError(path, None, "candidate_id", "duplicate id")
 
 
-def pool_index(path: str) -> tuple[dict[str, list[dict]], int]:
-    """instruction id -> its candidates {candidate_id, source, at (byte offset)}, in file order."""
+def line_at(path: str, offset: int) -> int:
+    """The 1-based line number of the byte `offset` (for an error message: reads the file up to there)."""
+    lines, left = 1, offset
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            left -= len(chunk)
+    return lines
+
+
+def checked_row(path: str, raw: bytes, at: int) -> dict:
+    """A pool row read back by its byte offset `at`, checked in full against `POOL` again (the file may have changed
+    since it was indexed); its line number is counted only for an error."""
+    try:
+        row = orjson.loads(raw)
+        check_row(path, None, row, POOL)
+        for i, m in enumerate(row.get("context") or ()):  # copied into the example's `messages`
+            if not (isinstance(m, dict) and type(m.get("role")) is str and type(m.get("content")) is str):
+                raise DataError(path, None, "context", f"item {i}: expected {{role, content}} strings, got {m!r:.60}")
+    except ValueError as err:  # a DataError, or orjson's JSONDecodeError
+        line = line_at(path, at)
+        if isinstance(err, DataError):
+            raise DataError(path, line, err.field, err.problem) from None
+        raise DataError(path, line, None, f"malformed JSON: {err}") from None
+    return row
+
+
+def pool_index(path: str, ids: set | None = None) -> tuple[dict[str, list[dict]], int]:
+    """instruction id -> its candidates {candidate_id, source, at (byte offset)}, in file order; and how many there
+    are. `ids`, when given, receives every candidate id (to check what refers to the pool)."""
     cols = _columns(path, POOL, ["instruction_id", "candidate_id", "source"])
     offsets = _offsets(path) if cols is not None else None
     if cols is None or len(offsets) != len(cols["candidate_id"]):
@@ -99,7 +103,7 @@ def pool_index(path: str) -> tuple[dict[str, list[dict]], int]:
     else:
         rows = zip(cols["instruction_id"], cols["candidate_id"], cols["source"], offsets)
     groups: dict[str, list[dict]] = {}
-    seen: set[str] = set()
+    seen: set[str] = set() if ids is None else ids
     for iid, cid, source, at in rows:
         if cid in seen:
             _raise_precisely(path, POOL)
@@ -115,12 +119,24 @@ def pool_index(path: str) -> tuple[dict[str, list[dict]], int]:
     return groups, len(seen)
 
 
-def scores(path: str) -> dict[str, float]:
-    """candidate id -> mean log-prob (GRAPE's criterion)."""
+def _unknown(path: str, cid: str, pool_path: str | None) -> DataError:
+    """The error for a score row whose candidate is not in the pool, with its line (found by the Python reader)."""
+    line = next(
+        (n for n, _, _, r in iter_jsonl_located(path, SCORED, loads=orjson.loads) if r["candidate_id"] == cid), None
+    )
+    where = f" {pool_path}" if pool_path else ""
+    return DataError(
+        path, line, "candidate_id", f"{cid!r} is not in the pool{where}: these scores belong to another pool"
+    )
+
+
+def scores(path: str, known: Container[str] | None = None, pool_path: str | None = None) -> dict[str, float]:
+    """candidate id -> mean log-prob (GRAPE's criterion), every row checked against `SCORED` (ranges included).
+    `known`: the pool's candidate ids; a score of any other candidate is an error (`pool_path` names the pool)."""
     cols = _columns(path, SCORED, ["candidate_id", "mean_logprob"])
     if cols is None:
         pairs = [
-            (r["candidate_id"], float(r["mean_logprob"]))
+            (r["candidate_id"], r["mean_logprob"])
             for r in (row for *_, row in iter_jsonl_located(path, SCORED, unique="candidate_id", loads=orjson.loads))
         ]
     else:
@@ -129,5 +145,7 @@ def scores(path: str) -> dict[str, float]:
     for cid, value in pairs:
         if cid in out:
             _raise_precisely(path, SCORED)
-        out[cid] = value
+        if known is not None and cid not in known:
+            raise _unknown(path, cid, pool_path)
+        out[cid] = float(value)
     return out

@@ -84,7 +84,7 @@ def grape_command(stage):
 
 def sft_launcher(wc):
     """`grape` for one process; `accelerate launch` with the job's GPU count (config/accelerate/) for several.
-    A list of words: the rule quotes each ({params.launch:q}), so a checkout path with spaces stays one word.
+    A list of words, each quoted in the shell command (params.launch with q), so a path with spaces stays one word.
     """
     gpus = gresources.for_job(CFG, "sft", wc.target).get("gpu", 0)
     if gpus <= 1:
@@ -117,7 +117,7 @@ def select_scores(wc):
 
 
 def scores_flag(wc, input):
-    """`--scores <file>` as words the rule quotes ({params.scores:q}); none for arms that read no scores."""
+    """`--scores <file>` as words, each quoted in the shell command; none for arms that read no scores."""
     return ["--scores", str(input.scores)] if input.scores else []
 
 
