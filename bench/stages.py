@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = {"prompt": "Question: {instruction}\nAnswer:", "response": " {response}", "score_eos": False}
-SELECT = {"k": 1, "strongest_source": "model1", "original_sources": ["original"]}
+SELECT = {"k": 1, "strongest_source": "model1", "original_sources": ["original"], "exclude_self": True}
 ARMS = ("grape", "reverse", "random", "strongest", "all", "original")
 
 

@@ -44,6 +44,8 @@ def _load(args, stage: str) -> dict:
             raise gconfig.ConfigError(f"grape {stage} --config needs {', '.join(missing)}")
         wc = {NAMES[stage][flag]: value for flag, value in names.items()}
         params = gconfig.stage_params(gconfig.load(args.config), stage, **wc)
+    if getattr(args, "run_options", None):  # operational values (not rerun triggers: grape.config.OPERATIONAL)
+        params = gconfig.merge(params, gconfig.parse_params(args.run_options))
     if getattr(args, "threads", None):
         params["threads"] = args.threads
     return gconfig.Settings(params)
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         how = sp.add_mutually_exclusive_group(required=True)
         how.add_argument("--params", help="the stage's config slice as JSON (what the workflow passes)")
         how.add_argument("--config", help="a composed config YAML (grape compose -o FILE)")
+        sp.add_argument("--run-options", help="operational values as JSON (threads, retries, ...) over --params")
         sp.add_argument(
             "--threads",
             type=int,

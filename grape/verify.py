@@ -90,7 +90,7 @@ class _Pool:
 
     def __init__(self, params: Mapping, fast: bool):
         v = params["verify"]
-        self.drop, self.unverifiable, self.fast = v["drop_incorrect"], v.get("unverifiable", "error"), fast
+        self.drop, self.unverifiable, self.fast = v["drop_incorrect"], v["unverifiable"], fast
         self.refs: dict[str, Reference] = {}
         self.counts: dict[str, Counter] = {}
 

@@ -24,7 +24,7 @@ FIELDS = {"instruction": "prompt", "response": "output", "source": "model", "ans
 
 
 def _run(tmp_path, path, **extra):
-    params = {"seed": 0, "data": {"kind": "generic", "path": str(path), "fields": FIELDS, **extra}}
+    params = {"seed": 0, "data": {"kind": "generic", "min_responses": 1, "path": str(path), "fields": FIELDS, **extra}}
     out = tmp_path / "out"
     counts = data.run(params, str(out / "train.jsonl"), str(out / "test.jsonl"), str(out / "dropped.jsonl"))
     return read_jsonl(out / "train.jsonl"), read_jsonl(out / "dropped.jsonl"), counts
@@ -58,7 +58,10 @@ def test_chat_rows_follow_the_multi_turn_rule(tmp_path):
     ]  # fmt: skip
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in conv))
-    params = {"seed": 0, "data": {"kind": "generic", "path": str(path), "fields": {"messages": "messages"}}}
+    params = {
+        "seed": 0,
+        "data": {"kind": "generic", "min_responses": 1, "path": str(path), "fields": {"messages": "messages"}},
+    }
     counts = data.run(params, str(tmp_path / "t.jsonl"), str(tmp_path / "e.jsonl"), str(tmp_path / "d.jsonl"))
     train = {r["instruction"]: r for r in read_jsonl(tmp_path / "t.jsonl")}
     assert [x["response"] for x in train["Hi"]["responses"]] == ["Hello!", "Hey."] and "context" not in train["Hi"]
@@ -100,7 +103,12 @@ def test_instructions_that_differ_only_in_spacing_group_and_lookalikes_do_not(tm
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     params = {
         "seed": 0,
-        "data": {"kind": "generic", "path": str(path), "fields": {"instruction": "prompt", "response": "output"}},
+        "data": {
+            "kind": "generic",
+            "min_responses": 1,
+            "path": str(path),
+            "fields": {"instruction": "prompt", "response": "output"},
+        },
     }
     counts = data.run(params, str(tmp_path / "t.jsonl"), str(tmp_path / "e.jsonl"))
     train = {r["instruction"]: r for r in read_jsonl(tmp_path / "t.jsonl")}

@@ -30,7 +30,9 @@ def _files(folder: Path) -> list[str]:
 def test_generic_import_of_an_empty_file_names_it_and_writes_nothing(tmp_path, content):
     pool = tmp_path / "my_pool.jsonl"
     pool.write_text(content)
-    params = json.dumps({"seed": 0, "data": {"kind": "generic", "path": str(pool), "fields": FIELDS}})
+    params = json.dumps(
+        {"seed": 0, "data": {"kind": "generic", "min_responses": 1, "path": str(pool), "fields": FIELDS}}
+    )
     out = tmp_path / "out"
     proc = _grape(tmp_path, "data", "--params", params, "--train", f"{out}/train.jsonl", "--test", f"{out}/test.jsonl",
                   "--dropped", f"{out}/dropped.jsonl")  # fmt: skip
@@ -43,7 +45,9 @@ def test_generic_import_of_an_empty_file_names_it_and_writes_nothing(tmp_path, c
 def test_an_import_that_keeps_no_rows_leaves_no_train_file(tmp_path):
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps({"instruction": "Hi", "response": "  "}) + "\n")  # read, then dropped
-    params = json.dumps({"seed": 0, "data": {"kind": "generic", "path": str(pool), "fields": FIELDS}})
+    params = json.dumps(
+        {"seed": 0, "data": {"kind": "generic", "min_responses": 1, "path": str(pool), "fields": FIELDS}}
+    )
     proc = _grape(tmp_path, "data", "--params", params, "--train", "out/train.jsonl", "--test", "out/test.jsonl")
     assert proc.returncode == 2 and f"produced no train rows from {pool}" in proc.stderr, proc.stderr
     assert _files(tmp_path / "out") == []

@@ -60,7 +60,9 @@ def test_a_hub_id_is_still_looked_up_in_the_cache(tmp_path, monkeypatch):
 
 
 def test_the_data_stage_says_file_not_found(tmp_path):
-    params = json.dumps({"seed": 0, "data": {"kind": "generic", "path": "./pols/pool.jsonl", "fields": FIELDS}})
+    params = json.dumps(
+        {"seed": 0, "data": {"kind": "generic", "min_responses": 1, "path": "./pols/pool.jsonl", "fields": FIELDS}}
+    )
     proc = subprocess.run([GRAPE, "data", "--params", params, "--train", "out/t.jsonl", "--test", "out/e.jsonl"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
     assert proc.returncode == 2

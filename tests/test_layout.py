@@ -138,7 +138,6 @@ def _schema():
         ("grape.sample", "BACKENDS", ["properties", "sample", "properties", "backend", "enum"], "generate"),
         ("grape.score", "BACKENDS", ["properties", "score", "properties", "backend", "enum"], "load"),
         ("grape.models", "KINDS", ["$defs", "model", "properties", "kind", "enum"], None),
-        ("grape.select", "ARMS", ["properties", "select", "properties", "arms", "items", "enum"], None),
     ],
 )
 def test_registry_keys_equal_the_schema_enum(module, registry, path, entry):
@@ -155,6 +154,22 @@ def test_registry_keys_equal_the_schema_enum(module, registry, path, entry):
         from grape.models import builder
 
         assert all(callable(builder(kind)) for kind in reg)
+
+
+def test_every_arm_plugin_declares_itself_and_the_config_checks_arm_names():
+    from grape import arms
+    from grape import config as gconfig
+
+    reg = arms.registry()
+    assert {"grape", "reverse", "random", "strongest", "all", "original", "self"} <= set(reg)
+    for name, mod in reg.items():
+        assert isinstance(mod.SCORES, bool) and set(mod.READS) <= set(arms.READABLE) and callable(mod.choose)
+        assert arms.describe(name), f"arm {name} has no docstring"
+    assert {n for n, m in reg.items() if m.SCORES} == {"grape", "reverse", "self"}
+    with pytest.raises(gconfig.ConfigError, match="no arm 'best'"):
+        gconfig.compose("tiny", ["select.arms=[grape,best]"])
+    with pytest.raises(gconfig.ConfigError, match="select.options.grape"):
+        gconfig.compose("tiny", ["+select.options.grape.x=1"])
 
 
 def test_data_contract_doc_matches_the_code():

@@ -42,6 +42,9 @@ def stage_params(**score) -> dict:
         "head_chunk": 64,
         "chunk_size": 8,
         "shards": 1,
+        "dtype": "auto",
+        "fidelity_sample": 64,
+        "fidelity_tie": 0.01,
     }
     return {"threads": 2, "seed": 0, "template": {}, "score": {**base, **score}}
 

@@ -108,7 +108,7 @@ GRAPE_PARAMS = {
     "arm": "grape",
     "target": "t",
     "template": {},
-    "select": {"k": 1, "strongest_source": "b", "arms": ["grape"]},
+    "select": {"k": 1, "strongest_source": "b", "original_sources": ["original"], "exclude_self": True},
 }
 
 

@@ -16,7 +16,7 @@ from grape import config as gconfig
 from grape.io import DataError
 
 PARAMS = {"seed": 0, "arm": "grape", "target": "t", "template": {}, "threads": 1,
-          "select": {"k": 1, "strongest_source": "b", "arms": ["grape", "all", "original"]}}  # fmt: skip
+          "select": {"k": 1, "strongest_source": "b", "original_sources": ["original"], "exclude_self": True}}  # fmt: skip
 SCORE = {"q0:original:0": -3.0, "q0:a:0": -1.0, "q0:b:0": -0.5, "q1:original:0": -0.25, "q1:a:0": -1.0,
          "q1:b:0": -1.0, "q2:original:0": -5.0, "q2:a:0": -2.0, "q2:b:0": 0.0}  # fmt: skip
 PICKED = ["q0:b:0", "q1:original:0", "q2:b:0"]  # argmax per instruction (0.0: a possible log-prob, the best)
@@ -192,7 +192,7 @@ def test_a_pool_row_changed_after_indexing_is_caught_when_read_back(tmp_path, mo
 def test_missing_settings_are_the_configs_and_other_key_errors_are_not(tmp_path, capsys, monkeypatch):
     pool = _write(tmp_path / "pool.jsonl", _pool_rows())
     args = ["select", "--pool", str(pool), "--output", str(tmp_path / "sel.jsonl"), "--params"]
-    broken = {**PARAMS, "arm": "all", "select": {"strongest_source": None}}
+    broken = {**PARAMS, "arm": "random", "select": {"strongest_source": None}}
     assert cli.main([*args, json.dumps(broken)]) == 2
     assert "the stage's settings lack the key 'select.k'" in capsys.readouterr().err
 

@@ -65,7 +65,7 @@ def test_filter_counts_every_candidate(tmp_path, drop):
     b = _cands(tmp_path, "b", {(0, 0): "The answer is 1.", (2, 0): "3", (2, 1): "3 apples"})
     out, counts = tmp_path / "pool.jsonl", tmp_path / "counts.json"
     verify.run(
-        {"verify": {"drop_incorrect": drop}, "sources": ["a", "b"]},
+        {"verify": {"drop_incorrect": drop, "unverifiable": "error"}, "sources": ["a", "b"]},
         str(_train(tmp_path)),
         [str(a), str(b)],
         str(out),
@@ -90,7 +90,7 @@ def test_unknown_instruction_is_an_error(tmp_path):
     a = _cands(tmp_path, "a", {(7, 0): "8"})
     with pytest.raises(ValueError, match="q7"):
         verify.run(
-            {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+            {"verify": {"drop_incorrect": True, "unverifiable": "error"}, "sources": ["a"]},
             str(_train(tmp_path)),
             [str(a)],
             str(tmp_path / "p.jsonl"),
@@ -104,7 +104,7 @@ def test_empty_candidates_file_is_an_error_naming_it(tmp_path):
     empty.write_text("\n")
     with pytest.raises(DataError, match=r"a.jsonl: no rows: expected the sample stage's candidates"):
         verify.run(
-            {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+            {"verify": {"drop_incorrect": True, "unverifiable": "error"}, "sources": ["a"]},
             str(_train(tmp_path)),
             [str(empty)],
             str(tmp_path / "pool.jsonl"),
@@ -116,7 +116,7 @@ def test_empty_candidates_file_is_an_error_naming_it(tmp_path):
 def test_a_source_with_nothing_correct_is_counted_not_an_error(tmp_path):
     a = _cands(tmp_path, "a", {(0, 0): "It is 7.", (1, 0): "no idea"})
     verify.run(
-        {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+        {"verify": {"drop_incorrect": True, "unverifiable": "error"}, "sources": ["a"]},
         str(_train(tmp_path)),
         [str(a)],
         str(tmp_path / "pool.jsonl"),
@@ -149,14 +149,14 @@ def test_answers_are_optional_unless_the_filter_needs_them(tmp_path):
     )
     with pytest.raises(DataError, match=r"train.jsonl:1: field 'answer': missing \(verify.drop_incorrect"):
         verify.run(
-            {"verify": {"drop_incorrect": True}, "sources": ["a"]},
+            {"verify": {"drop_incorrect": True, "unverifiable": "error"}, "sources": ["a"]},
             str(train),
             [str(cands)],
             str(tmp_path / "pool.jsonl"),
             str(tmp_path / "counts.json"),
         )
     verify.run(
-        {"verify": {"drop_incorrect": False}, "sources": ["a"]},
+        {"verify": {"drop_incorrect": False, "unverifiable": "error"}, "sources": ["a"]},
         str(train),
         [str(cands)],
         str(tmp_path / "pool.jsonl"),

@@ -111,7 +111,7 @@ def _instruction(recs: list[dict], f: Mapping, d: Mapping, tally, digest: str) -
     if f["id"] and any(r["i"] != first["i"] for r in recs):
         tally.add("instruction_mismatch")
     responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
-    if len(responses) < d.get("min_responses", 1):
+    if len(responses) < d["min_responses"]:
         tally.add("instructions_below_min_responses")
         tally.add("pairs_below_min_responses", len(responses))
         return None

@@ -70,7 +70,7 @@ def load(d: Mapping, seed: int, tally, workdir):
         raise ValueError("data.datasets: each dataset needs its own `name` (responses are tagged with it)")
     tally.info.setdefault("licences", {})
     tally.info["datasets"] = []
-    grouped = Grouped(specs, _read, _build(d.get("min_responses", 2)), tally, workdir, PARTITIONS, d.get("limit"))
+    grouped = Grouped(specs, _read, _build(d["min_responses"]), tally, workdir, PARTITIONS, d.get("limit"))
     grouped.on_dataset = _dataset_read
     grouped.empty_hint = "; set `allow_empty: true` on it in data.datasets if the pool may lack it"
     return grouped, []

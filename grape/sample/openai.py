@@ -173,7 +173,7 @@ async def _ask(session, sem, url: str, body: dict, headers: dict, s: Mapping, ch
     """`(checked reply, None)` or `(None, error)`: the error names the server (`where`) and is redacted."""
     import aiohttp
 
-    error, retries = None, s.get("retries", 5)
+    error, retries = None, s["retries"]
     for attempt in range(retries + 1):
         wait = None
         async with sem:
@@ -194,7 +194,7 @@ async def _ask(session, sem, url: str, body: dict, headers: dict, s: Mapping, ch
             except (asyncio.TimeoutError, aiohttp.ClientError) as err:
                 error = _redact(f"{type(err).__name__}: {err}", key)[:200]
         if attempt < retries:
-            await asyncio.sleep(wait if wait is not None else random.uniform(0, s.get("backoff_s", 1.0) * 2**attempt))
+            await asyncio.sleep(wait if wait is not None else random.uniform(0, s["backoff_s"] * 2**attempt))
     return None, _redact(f"{where}: {error} (after {retries} retries)", key)
 
 
@@ -219,8 +219,8 @@ def generate(params: Mapping, model_dir: str, chunks: list[tuple[int, list[dict]
     key = _key(endpoint)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     api = endpoint.get("api", "chat")
-    per_request = 1 if api == "chat" else max(1, s.get("prompts_per_request", 1))
-    concurrency = max(1, s.get("concurrency", 32))
+    per_request = 1 if api == "chat" else max(1, s["prompts_per_request"])
+    concurrency = max(1, s["concurrency"])
     # chunks the window may run ahead of the oldest one not yet handed back: enough to keep `concurrency` requests
     # in flight, plus one so a slow chunk does not stall the next
     ahead = math.ceil(concurrency * per_request / max(1, s["batch_size"])) + 1
@@ -237,7 +237,7 @@ def generate(params: Mapping, model_dir: str, chunks: list[tuple[int, list[dict]
         state["window"] = asyncio.Semaphore(ahead)
         state["queue"] = asyncio.Queue()
         state["session"] = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=s.get("timeout_s", 300)),
+            timeout=aiohttp.ClientTimeout(total=s["timeout_s"]),
             connector=aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60),
         )
 

@@ -54,7 +54,7 @@ def run(
     s = params["score"]
     template = Template.from_config(params["template"])
     impl = backend(s["backend"])
-    dtype, dtype_why = runtime.choose_dtype(s.get("dtype", "auto"))
+    dtype, dtype_why = runtime.choose_dtype(s["dtype"])
     options = {**s, "dtype": dtype}
     index = index_file(pool_path, s["chunk_size"], shard, shards)  # checks every row; an empty pool is an error
     # Never score past the model's trained context: `max_length` is capped by it.
@@ -82,7 +82,7 @@ def run(
             partial_path=partial,
         )
         fid = None
-        if dtype != "float32" and s.get("fidelity_sample", 64) and scored:
+        if dtype != "float32" and s["fidelity_sample"] and scored:
             fid = _fidelity(impl, model_dir, options, max_length, params, tok, template, index, scored)
     finally:
         index.close()
@@ -111,7 +111,7 @@ def _fidelity(impl, model_dir, options, max_length, params, tok, template, index
     from grape.score.checkpoint import score_pool
 
     s = params["score"]
-    n = s.get("fidelity_sample", 64)
+    n = s["fidelity_sample"]
     rows, wanted = [], set()
     for chunk in index.chunks:  # chunks hold whole instructions, in the canonical order
         for row in index.fetch(chunk):
@@ -125,7 +125,7 @@ def _fidelity(impl, model_dir, options, max_length, params, tok, template, index
     summary = fidelity.compare(
         {r["candidate_id"]: (r["instruction_id"], r["mean_logprob"]) for r in ref},
         {r["candidate_id"]: r["mean_logprob"] for r in scored if r["instruction_id"] in wanted},
-        s.get("fidelity_tie", 0.01),
+        s["fidelity_tie"],
     )
     return {"dtype": options["dtype"], "reference_dtype": "float32", **summary}
 

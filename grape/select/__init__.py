@@ -6,21 +6,11 @@ where it enters: a pool row that is not a POOL row (a blank or non-string respon
 log-prob above 0, NaN, Infinity, fewer than one token) or a score of a candidate the pool does not have stops the
 job with `file:line: field 'x': problem` (`index`); nothing is skipped silently.
 
-Arms (`ARMS`, the paper's comparisons, UltraInteract setting):
-- grape:     per instruction, the k candidates with the highest mean log-prob under the target (`select.k`: a
-             number, or `original`: as many as the instruction has original responses, the paper's UltraInteract
-             setting).
-- reverse:   the k with the lowest (the paper's "Highest PPL" arm).
-- random:    k candidates drawn uniformly (seeded per instruction, independent of file order).
-- strongest: every candidate of one configured source (the paper's "405B only" distillation);
-             an instruction where that source has none keeps its reference (counted as fallback).
-- all:       every candidate in the pool (the "3x data" arm).
-- original:  the dataset's own responses of `select.original_sources` (Tulu-3: the SFT mixture, the paper's
-             "SFT-only" arm).
-- self:      grape among the target's own samples only (self-distillation, the paper's Table 4).
-A target that is also a source never selects its own samples in the other arms (`select.exclude_self`, the
-default; counted as `own_samples_excluded`).
-(`arms.py`.) Ties are broken by candidate_id, so the same scores always give the same selection. Candidates
+Arms are plugins (`grape.arms`: one module each, found by name; `grape arms` lists them): grape, reverse,
+random, strongest, all, original, self (the paper's comparisons). The job's params hold only its arm's settings
+(the `select` keys the arm `READS`, and `select.options.<arm>`). A target that is also a source never selects its
+own samples in the other arms (`select.exclude_self`, the default; counted as `own_samples_excluded`); an arm
+declared `ONLY_OWN` (`self`) chooses among them only. Ties are broken by candidate_id, so the same scores always give the same selection. Candidates
 the target could not score (skipped by the overlong policy) are not eligible for grape/reverse. A selection
 that ends with no example is an error naming the files it came from.
 
@@ -36,14 +26,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Mapping
 
-from grape.config import SCORED_ARMS
+from grape import arms
+from grape.arms import Choice
 from grape.io import DataError, atomic_path, fast_dumps
 from grape.parallel import concat, starmap, workers
 from grape.select import index
-from grape.select.arms import ARMS, Choice, choose, choose_ids
+from grape.select.choosing import choose, choose_ids
 from grape.template import Template
 
-__all__ = ["ARMS", "Choice", "choose", "example", "run"]
+__all__ = ["Choice", "choose", "example", "run"]
 
 MIN_PARALLEL = 20_000  # instructions or examples below which a fork costs more than it saves
 _PICKED: list[tuple] = []  # (iid, cid, byte offset, score), set before the writers fork and cleared after
@@ -91,18 +82,19 @@ _SCORES: dict[str, float] = {}
 _IIDS: list[str] = []
 
 
-def _choose_part(lo: int, hi: int, arm: str, k, seed: int, strongest, originals) -> tuple[list[tuple], dict]:
-    picked, counts = choose_ids(arm, _IIDS[lo:hi], _GROUPS, _SCORES, k, seed, strongest, originals)
+def _choose_part(lo: int, hi: int, arm: str, seed: int, settings: Mapping) -> tuple[list[tuple], dict]:
+    picked, counts = choose_ids(arm, _IIDS[lo:hi], _GROUPS, _SCORES, seed, settings)
     return [(iid, c["candidate_id"], c["at"], _SCORES.get(c["candidate_id"])) for iid, c in picked], counts
 
 
-def _own_samples(groups: dict, target: str | None, arm: str, exclude: bool) -> tuple[dict, dict]:
+def _own_samples(groups: dict, target: str | None, only_own: bool, exclude: bool) -> tuple[dict, dict]:
     """A target is not among the sources it selects from (`select.exclude_self`): choosing its own samples is
     self-distillation, which the paper's Table 4 shows hurts, not GRAPE's choice among other models' responses.
-    The `self` arm keeps only those samples instead. Returns the groups left and what was taken out (counted)."""
-    if not target or (arm != "self" and not exclude):
+    An arm declared `ONLY_OWN` (`self`) keeps only those samples instead. Returns the groups left and what was taken
+    out (counted)."""
+    if not target or (not only_own and not exclude):
         return groups, {}
-    keep = (lambda c: c["source"] == target) if arm == "self" else (lambda c: c["source"] != target)
+    keep = (lambda c: c["source"] == target) if only_own else (lambda c: c["source"] != target)
     out, removed, emptied = {}, 0, 0
     for iid, cands in groups.items():
         left = [c for c in cands if keep(c)]
@@ -111,22 +103,23 @@ def _own_samples(groups: dict, target: str | None, arm: str, exclude: bool) -> t
             out[iid] = left
         else:
             emptied += 1
-    key = "candidates_not_the_targets_own" if arm == "self" else "own_samples_excluded"
+    key = "candidates_not_the_targets_own" if only_own else "own_samples_excluded"
     return out, {key: removed, "instructions_left_without_candidates": emptied}
 
 
 def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> dict:
     sel, arm = params["select"], params["arm"]
+    plugin = arms.get(arm)
     Template.from_config(params["template"])  # a bad template stops the job before the pool is read
-    if arm in SCORED_ARMS and not scores_path:
+    if plugin.SCORES and not scores_path:
         raise ValueError(f"arm {arm!r} needs the target's scores (--scores)")
     n_workers = workers(params.get("threads"))
-    originals = tuple(sel.get("original_sources") or ("original",))
-    settings = (arm, sel["k"], params["seed"], sel["strongest_source"], originals)
+    settings = (arm, params["seed"], sel)
     try:
         known: set[str] = set()
         groups, n_pool = index.pool_index(pool_path, known)
-        groups, own = _own_samples(groups, params.get("target"), arm, sel.get("exclude_self", True))
+        only_own = getattr(plugin, "ONLY_OWN", False)
+        groups, own = _own_samples(groups, params.get("target"), only_own, bool(sel.get("exclude_self")))
         _GROUPS.update(groups)
         _SCORES.update(index.scores(scores_path, known, pool_path) if scores_path else {})
         del known

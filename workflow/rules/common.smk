@@ -45,8 +45,13 @@ wildcard_constraints:
 
 
 def slice_of(stage):
-    """The config slice a stage reads, as JSON for the job: a change reruns exactly that stage."""
+    """What determines a stage's output, as JSON for the job's params: a change reruns exactly that stage."""
     return lambda wc: gconfig.params_json(CFG, stage, **dict(wc.items()))
+
+
+def run_options(stage):
+    """The slice's operational values (threads, retries, ...), as JSON for the job's resources: no rerun trigger."""
+    return lambda wc: gconfig.run_options_json(CFG, stage, **dict(wc.items()))
 
 
 CPU_JOB_THREADS = CFG["resources"]["cpu_job"]["cpus"]
@@ -112,8 +117,8 @@ def user_data(wc):
 
 
 def select_scores(wc):
-    """Only grape/reverse read the scores, so rescoring does not retrain the other arms."""
-    return [f"{RESULTS}/scores/{wc.target}.jsonl"] if wc.arm in gconfig.SCORED_ARMS else []
+    """Only arms declared SCORES read the scores, so rescoring does not retrain the other arms."""
+    return [f"{RESULTS}/scores/{wc.target}.jsonl"] if gconfig.arm_reads_scores(wc.arm) else []
 
 
 def scores_flag(wc, input):

@@ -1,0 +1,127 @@
+"""Selection arms as plugins: one module per arm, found by name, describing itself.
+
+An arm is a module with
+- `NAME`: the name `select.arms` lists;
+- `SCORES`: True when it ranks by the target's scores (the workflow then hands it `scores/<target>.jsonl`, and
+  rescoring reruns it; the other arms never wait for scoring);
+- `READS`: the `select.*` settings it reads (`k`, `original_sources`, `strongest_source`, `exclude_self`): its job's
+  params hold exactly these, so adding an arm, or changing another arm's setting, reruns nothing of this one;
+- `OPTIONS`: a JSON schema for its own settings under `select.options.<NAME>` (checked with the config);
+- `ONLY_OWN`: True when it chooses among the target's own samples only (the others never do under `exclude_self`);
+- `choose(c: Choice) -> list[dict]`: the candidates it keeps of one instruction (`Choice` below);
+- a docstring whose first line the report and `grape arms` show.
+The arms shipped are the modules of this package; an installed package adds more through the `grape.arms` entry
+point group (`toy = my_package.toy_arm`). Discovery imports only these modules (stdlib-light), so the workflow reads
+the declarations at parse time without importing a stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import pkgutil
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import ModuleType
+from typing import Mapping
+
+READABLE = ("k", "original_sources", "strongest_source", "exclude_self")
+
+
+@dataclass
+class Choice:
+    """What an arm sees for one instruction: its candidates (sorted by candidate_id, each with at least
+    `candidate_id` and `source`), the target's scores (candidate_id -> mean log-prob; empty for unscored arms), the
+    number to keep (`k`, resolved per instruction), the run's seed, the arm's settings, and counts to add to."""
+
+    iid: str
+    cands: list[dict]
+    scores: Mapping[str, float]
+    k: int
+    seed: int
+    settings: Mapping = field(default_factory=dict)
+    counts: Counter = field(default_factory=Counter)
+
+
+def ranked(c: Choice, sign: float) -> list[dict]:
+    """The k scored candidates by mean log-prob (sign -1: most likely first), ties by candidate_id; unscored ones
+    (skipped by the overlong policy) are not eligible and are counted."""
+    scored = [x for x in c.cands if x["candidate_id"] in c.scores]
+    if len(scored) < len(c.cands):
+        c.counts["unscored_candidates"] += len(c.cands) - len(scored)
+    if not scored:
+        c.counts["instructions_without_scores"] += 1
+        return []
+    scored.sort(key=lambda x: (sign * c.scores[x["candidate_id"]], x["candidate_id"]))
+    return scored[: c.k]
+
+
+def rng(seed: int, instruction_id: str) -> random.Random:
+    """A generator seeded per instruction: a draw does not depend on file order or on how the pool was split."""
+    digest = hashlib.sha256(f"{seed}:{instruction_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def originals(c: Choice) -> tuple[str, ...]:
+    return tuple(c.settings.get("original_sources") or ("original",))
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, ModuleType]:
+    """name -> arm module: this package's modules, then the `grape.arms` entry points."""
+    found: dict[str, ModuleType] = {}
+    mods = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    mods += [ep.load() for ep in importlib.metadata.entry_points(group="grape.arms")]
+    for mod in mods:
+        name = getattr(mod, "NAME", None)
+        if name is None:
+            continue
+        missing = [a for a in ("SCORES", "READS", "choose") if not hasattr(mod, a)]
+        bad = [r for r in getattr(mod, "READS", ()) if r not in READABLE]
+        if missing or bad or name in found:
+            why = f"lacks {missing}" if missing else f"reads unknown settings {bad}" if bad else "repeats a name"
+            raise ValueError(f"arm plugin {mod.__name__} ({name!r}) {why}")
+        found[name] = mod
+    return found
+
+
+def get(name: str) -> ModuleType:
+    arms = registry()
+    if name not in arms:
+        raise ValueError(f"unknown arm {name!r} (known: {', '.join(sorted(arms))})")
+    return arms[name]
+
+
+def describe(name: str) -> str:
+    return (get(name).__doc__ or "").strip().splitlines()[0] if get(name).__doc__ else ""
+
+
+def check_settings(sel: Mapping) -> None:
+    """Every arm named is a plugin, and its own settings (`select.options.<arm>`) fit its OPTIONS schema."""
+    import jsonschema
+
+    known = registry()
+    for i, name in enumerate(sel["arms"]):
+        if name not in known:
+            raise ValueError(f"key 'select.arms.{i}': no arm {name!r} (known: {', '.join(sorted(known))})")
+    for name, opts in (sel.get("options") or {}).items():
+        if name not in known:
+            raise ValueError(f"key 'select.options.{name}': no arm {name!r} (known: {', '.join(sorted(known))})")
+        schema = {"type": "object", "additionalProperties": False, **getattr(known[name], "OPTIONS", {})}
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(opts):
+            where = ".".join(str(p) for p in ["select", "options", name, *e.absolute_path])
+            raise ValueError(f"key '{where}': {e.message}")
+
+
+def settings_of(sel: Mapping, arm: str) -> dict:
+    """An arm's settings only (its job's `select` slice): the `select` keys it reads and its own options, so adding
+    an arm or changing another arm's setting reruns nothing of this one."""
+    plugin = get(arm)
+    out = {key: sel[key] for key in plugin.READS}
+    own = (sel.get("options") or {}).get(arm)
+    if getattr(plugin, "OPTIONS", None) or own:
+        out["options"] = dict(own or {})
+    return out
