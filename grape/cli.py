@@ -62,8 +62,8 @@ def _finish(stage: str, params: dict, outputs: list[str], inputs: dict, counts: 
 
 def cmd_compose(args):
     t0 = time.time()
-    if args.params is not None:
-        cfg = gconfig.parse_params(args.params)
+    if args.params is not None:  # the workflow's: the determining part, and the operational values of this run
+        cfg = gconfig.merge(gconfig.parse_params(args.params), gconfig.parse_params(args.run_options or "{}"))
         gconfig.validate(cfg)
     else:
         cfg = gconfig.compose(args.experiment, args.overrides)
@@ -111,6 +111,15 @@ def cmd_resources(args):
     from grape import resources
 
     print(resources.table(gconfig.compose(args.experiment, args.overrides)))
+
+
+def cmd_arms(args):
+    from grape import arms
+
+    for name, mod in sorted(arms.registry().items()):  # what each arm reads (its job's params) and does
+        print(
+            f"{name:<10} scores={'yes' if mod.SCORES else 'no'}  reads={','.join(mod.READS)}\n  {arms.describe(name)}"
+        )
 
 
 def cmd_model(args):
@@ -175,7 +184,7 @@ def cmd_sft(args):
 def cmd_evaluate_task(args):
     from grape import evaluate
 
-    t0, p = time.time(), _load(args, "evaluate")
+    t0, p = time.time(), _load(args, "evaluate_task")
     evaluate.write_task(p, args.test, args.output)
     _finish("evaluate", p, [args.output], {"test": args.test}, {}, t0)
 
@@ -185,7 +194,9 @@ def cmd_evaluate(args):
 
     t0, p = time.time(), _load(args, "evaluate")
     counts = evaluate.run(p, args.model, args.task, args.output)
-    _finish("evaluate", p, [args.output], {"model": args.model, "task": args.task}, counts, t0)
+    _finish(
+        "evaluate", p, [args.output], {"model": args.model, **({"task": args.task} if args.task else {})}, counts, t0
+    )
 
 
 def cmd_report(args):
@@ -241,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compose", help="compose and validate a config (Hydra overrides: key=value)")
     c.add_argument("--experiment", default="demo")
     c.add_argument("--params", default=None, help="an already composed config as JSON: validate and write it")
+    c.add_argument("--run-options", default=None, help="operational values as JSON over --params (the workflow's)")
     c.add_argument("-o", "--output", help="write here instead of stdout")
     c.add_argument("overrides", nargs="*")
     c.set_defaults(func=cmd_compose)
@@ -282,24 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--shard", {"type": int, "default": 0}),
         ("--shards", {"type": int, "default": 1}),
     )
-    stage(
-        "score-gather",
-        cmd_score_gather,
-        "join one target's score shards",
-        ("--inputs", many),
-        ("--skipped-inputs", many),
-        ("--output", req),
-        ("--skipped", req),
-        stage_key="score",
-    )
-    stage(
-        "select",
-        cmd_select,
-        "one arm's training set for one target",
-        ("--pool", req),
-        ("--scores", {"default": None}),
-        ("--output", req),
-    )
+    stage("score-gather", cmd_score_gather, "join one target's score shards", ("--inputs", many),
+          ("--skipped-inputs", many), ("--output", req), ("--skipped", req), stage_key="score")  # fmt: skip
+    stage("select", cmd_select, "one arm's training set for one target", ("--pool", req), ("--scores", {"default": None}),
+          ("--output", req))  # fmt: skip
     stage("sft", cmd_sft, "fine-tune one target on one arm", ("--model", req), ("--selection", req), ("--output", req))
     stage(
         "evaluate-task",
@@ -309,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--output", req),
         stage_key="evaluate",
     )
-    stage("evaluate", cmd_evaluate, "lm-eval one model", ("--model", req), ("--task", req), ("--output", req))
+    task = {"default": None, "help": "the local benchmark's task YAML (grape evaluate-task)"}
+    stage("evaluate", cmd_evaluate, "lm-eval one model", ("--model", req), ("--task", task), ("--output", req))
     stage(
         "report",
         cmd_report,
@@ -334,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--experiment", default="demo")
     rs.add_argument("overrides", nargs="*")
     rs.set_defaults(func=cmd_resources, stage="resources")
+    sub.add_parser("arms", help="the selection arms (plugins) and what each reads").set_defaults(
+        func=cmd_arms, stage="arms"
+    )
     pk = sub.add_parser("pick", help="score and select your own pool for one target, without Snakemake")
     pk.add_argument("--pool", required=True, help="a pool file, any JSONL/Parquet/Arrow file or directory, or a hub id")
     pk.add_argument("--target", required=True, help="a model folder, a config/model name, or a hub id")

@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from grape.slices import OPERATIONAL, evaluate_settings, merge, split_operational  # noqa: F401 (the API)
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -264,8 +266,11 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     from grape import arms
 
     cfg = copy.deepcopy(dict(cfg))
-    for key, field in (("model", "models"), ("source", "sources"), ("target", "targets"), ("arm", "select.arms")):
-        known = cfg["select"]["arms"] if field == "select.arms" else cfg[field]
+    for key, field in (("model", "models"), ("source", "sources"), ("target", "targets"), ("arm", "select.arms"),
+                       ("benchmark", "evaluate.tasks")):  # fmt: skip
+        known = {"select.arms": ["base", *cfg["select"]["arms"]], "evaluate.tasks": cfg["evaluate"]["tasks"]}.get(
+            field, cfg.get(field)
+        )
         if key in wc and wc[key] not in known:
             raise ConfigError(f"{key} {wc[key]!r} is not one of the config's {field} ({', '.join(known)})")
     common = {"seed": cfg["seed"], "threads": cfg["threads"]}
@@ -306,8 +311,13 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
         }
     if stage == "sft":
         return {**common, "target": wc["target"], "arm": wc["arm"], "sft": cfg["sft"], "template": cfg["template"]}
-    if stage == "evaluate":
-        return {**common, "name": cfg["name"], "evaluate": cfg["evaluate"], "template": cfg["template"]}
+    if stage == "evaluate":  # one benchmark per job (the workflow's), or every benchmark (`grape evaluate` by hand)
+        e = cfg["evaluate"]
+        ev = evaluate_settings(e, wc["benchmark"]) if wc.get("benchmark") else e
+        return {**common, "name": cfg["name"], "evaluate": ev, "template": cfg["template"]}
+    if stage == "evaluate_task":  # the held-out split as an lm-eval task: what the local benchmark's YAML holds
+        local = {k: cfg["evaluate"][k] for k in ("until", "max_gen_toks", "local_mode", "local_choices")}
+        return {"name": cfg["name"], "evaluate": {**local, "tasks": ["local"]}, "template": cfg["template"]}
     if stage == "report":
         return {
             "seed": cfg["seed"],
@@ -316,52 +326,15 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
             "targets": cfg["targets"],
             "arms": cfg["select"]["arms"],
             "sources": cfg["sources"],
+            "benchmarks": cfg["evaluate"]["tasks"],
         }
     if stage == "compose":
         return cfg
     raise KeyError(stage)
 
 
-STAGES = ("compose", "prefetch", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate", "report")
-
-
-# Values that change how a job runs (how fast, how patiently), never what it writes. A rule passes them as
-# `--run-options JSON` from its resources, which Snakemake never reruns a job for, not in its params, which it does:
-# moving to a machine with more cores or tuning a retry reruns nothing. Resumed checkpoints ignore them too.
-OPERATIONAL = (
-    "threads",
-    "sample.concurrency",
-    "sample.timeout_s",
-    "sample.retries",
-    "sample.backoff_s",
-    "sample.allow_missing",
-    "sft.save_steps",
-    "sft.keep_checkpoints",
-)
-
-
-def split_operational(params: Mapping) -> tuple[dict, dict]:
-    """A slice as (what determines the output, the operational values `OPERATIONAL` names), both nested dicts."""
-    determining, operational = copy.deepcopy(dict(params)), {}
-    for dotted in OPERATIONAL:
-        *parents, leaf = dotted.split(".")
-        src, dst = determining, operational
-        for key in parents:
-            if not isinstance(src.get(key), dict):
-                src = None
-                break
-            src, dst = src[key], dst.setdefault(key, {})
-        if src is not None and leaf in src:
-            dst[leaf] = src.pop(leaf)
-    return determining, {k: v for k, v in operational.items() if v != {}}
-
-
-def merge(base: Mapping, extra: Mapping) -> dict:
-    """`base` with `extra`'s keys set, nested dicts merged (a job's params + its --run-options)."""
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-    return out
+STAGES = ("compose", "prefetch", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate",
+          "evaluate_task", "report")  # fmt: skip
 
 
 def params_json(cfg: Mapping, stage: str, **wc: str) -> str:

@@ -104,7 +104,7 @@ SELECTION = {
     "task": TRAIN["task"],
 }
 
-# evaluate/<target>/<arm>.json, field `samples`: one row per test problem.
+# evaluate/<target>/<arm>/<benchmark>.json, field `samples`: one row per test problem.
 EVAL_SAMPLE = {
     "doc_id": Field((int,), True, False, "lm-eval's document index"),
     "task": Field(STR, True, True, "the lm-eval task (a group's member task for a group benchmark)"),

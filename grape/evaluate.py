@@ -2,7 +2,8 @@
 
 Reads: `data/test.jsonl` (`grape.contracts.TEST`) and a model folder (an untuned target or a tuned one).
 Writes: the lm-eval task YAML of the held-out split (`write_task`, once per experiment) and
-`evaluate/<target>/<arm>.json`: per benchmark of `evaluate.tasks`, the score, lm-eval's own metrics and the
+`evaluate/<target>/<arm>/<benchmark>.json` (one job per model and benchmark: the workflow hands each job one
+benchmark's settings, `grape.config.evaluate_settings`): per benchmark, the score, lm-eval's own metrics and the
 per-problem `samples` (`EVAL_SAMPLE` rows) the report's paired bootstrap needs.
 
 Benchmarks (`evaluate.benchmarks`, chosen per experiment by `evaluate.tasks`):
@@ -213,20 +214,23 @@ def _samples(res: Mapping, metric: str, filt: str, local: bool) -> list[dict]:
     return rows
 
 
-def benchmark_plan(params: Mapping, task_yaml: str) -> dict:
+def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
     """name -> the benchmark's settings for every benchmark of `evaluate.tasks`, or the reason it is not run (code
     execution not allowed)."""
     e = params["evaluate"]
-    choice = e["local_mode"] == "choice"
-    local = {
-        "task": yaml.safe_load(Path(task_yaml).read_text())["task"],
-        "metric": "acc" if choice else "exact_match",
-        "filter": "none" if choice else "last_number",
-    }
     plan = {}
     for name in e["tasks"]:
         if name == "local":
-            plan[name] = {**local, "code": False, "limit": e["limit"]}
+            if not task_yaml:
+                raise ValueError("evaluate: the local benchmark needs its task YAML (--task, grape evaluate-task)")
+            choice = e["local_mode"] == "choice"
+            plan[name] = {
+                "task": yaml.safe_load(Path(task_yaml).read_text())["task"],
+                "metric": "acc" if choice else "exact_match",
+                "filter": "none" if choice else "last_number",
+                "code": False,
+                "limit": e["limit"],
+            }
             continue
         if name not in e["benchmarks"]:
             raise ValueError(
@@ -245,7 +249,7 @@ def benchmark_plan(params: Mapping, task_yaml: str) -> dict:
     return plan
 
 
-def run(params: Mapping, model_dir: str, task_yaml: str, out: str) -> dict:
+def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dict:
     import os
 
     import lm_eval
@@ -271,7 +275,7 @@ def run(params: Mapping, model_dir: str, task_yaml: str, out: str) -> dict:
     if manifest.get("revision"):
         model_args["revision"] = manifest["revision"]
     lm = HFLM(**model_args, batch_size=e["batch_size"], device=dev)
-    tm = TaskManager(include_path=[str(TASKS_DIR), str(Path(task_yaml).parent.resolve())])
+    tm = TaskManager(include_path=[str(TASKS_DIR), *([str(Path(task_yaml).parent.resolve())] if task_yaml else [])])
     results, summary = {}, {}
     for name, b in plan.items():
         if isinstance(b, str):

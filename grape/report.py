@@ -18,8 +18,6 @@ import base64
 import html
 import os
 from collections import Counter
-from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -28,61 +26,11 @@ import pandas as pd
 
 from grape import alpaca
 from grape import report_figures as figures
-from grape.contracts import EVAL_SAMPLE, SCORED, SELECTION
-from grape.io import DataError, atomic_path, check_row, read_json, read_jsonl
+from grape.contracts import SCORED, SELECTION
+from grape.io import atomic_path, read_json, read_jsonl
 from grape.provenance import meta_path
+from grape.report_inputs import Inputs, eval_benchmarks
 from grape.report_stats import bootstrap_ci, outcome, paired_table, paper_table, stage_costs
-
-
-@dataclass
-class Inputs:
-    """The report's input files, in the order the workflow lists them (targets outer, arms inner)."""
-
-    evals: Sequence[str]  # evaluate/<target>/<arm>.json for arm in [base, *arms]
-    trained: Sequence[str]  # sft/<target>/<arm>/ for arm in arms
-    selections: Sequence[str]  # selections/<target>/<arm>.jsonl for arm in arms
-    scores: Sequence[str]  # scores/<target>.jsonl
-    verify_counts: str  # pool/verify_counts.json
-    candidates: Sequence[str] = ()  # candidates/<source>.jsonl (their meta.json holds the sampling cost)
-
-    def keyed(self, params: Mapping) -> dict:
-        """Map each (target, arm) to its files, checking that the names agree with the order."""
-        targets, arms = list(params["targets"]), list(params["arms"])
-        out = {"evals": {}, "trained": {}, "selections": {}, "scores": {}}
-        for field, keys in (
-            ("evals", list(product(targets, ["base", *arms]))),
-            ("trained", list(product(targets, arms))),
-            ("selections", list(product(targets, arms))),
-            ("scores", [(t, None) for t in targets]),
-        ):
-            paths = list(getattr(self, field))
-            if len(paths) != len(keys):
-                raise ValueError(f"report: {len(paths)} {field} files for {len(keys)} expected ({keys})")
-            for (target, arm), path in zip(keys, paths):
-                p = Path(path)
-                name = p.name.removesuffix(".jsonl").removesuffix(".json")
-                expect = (target, arm) if arm else (target,)
-                got = (p.parent.name, name) if arm else (name,)
-                if got != expect:
-                    raise ValueError(f"report: {path} is not the {field} file of {'/'.join(expect)}")
-                out[field][(target, arm) if arm else target] = p
-        return out
-
-
-def _eval_benchmarks(path: Path) -> dict:
-    """The evaluation file's benchmarks, every per-problem row checked (file and field named on a bad one)."""
-    ev = read_json(path)
-    benches = ev.get("benchmarks") if isinstance(ev, dict) else None
-    if not benches:
-        raise DataError(path, None, "benchmarks", "missing or empty: expected one entry per evaluate.tasks name")
-    for name, res in benches.items():
-        if "not_run" in res:
-            continue
-        if not res.get("samples"):
-            raise DataError(path, None, f"benchmarks.{name}.samples", "missing or empty: expected lm-eval's results")
-        for sample in res["samples"]:
-            check_row(path, None, sample, EVAL_SAMPLE)
-    return benches
 
 
 def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
@@ -96,7 +44,7 @@ def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
                 log = read_json(files["trained"][(target, arm)] / "train_log.json")["counts"]
                 train.update(train_examples=log["examples"], train_tokens=log["tokens"],
                              train_loss_first=log["first_loss"], train_loss_last=log["last_loss"])  # fmt: skip
-            for bench, res in _eval_benchmarks(files["evals"][(target, arm)]).items():
+            for bench, res in eval_benchmarks(files["evals"][(target, arm)]).items():
                 row = {"target": target, "arm": arm, "benchmark": bench}
                 if "not_run" in res:
                     rows.append({**row, "metric": None, "accuracy": None, "ci_low": None, "ci_high": None, "n": 0,
@@ -149,7 +97,7 @@ def task_breakdown(params: Mapping, files: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target", "arm", "task", "selected"])
 
 
-def costs(inputs: "Inputs") -> pd.DataFrame:
+def costs(inputs: Inputs) -> pd.DataFrame:
     """Cost per stage from every output's meta.json (`grape.report_stats.stage_costs`)."""
     stages = {
         "sample": [meta_path(p) for p in inputs.candidates],
@@ -245,19 +193,28 @@ def sampling_cost(candidates: Sequence[str]) -> pd.DataFrame:
 
 
 def selection_sources(params: Mapping, files: Mapping) -> pd.DataFrame:
-    rows = []
+    """Per target and arm, how many examples came from each source: the sources the selections hold (the sampled
+    models, `original`, or a Tulu-3 mix's datasets), plus the configured models none of them picked (as 0)."""
+    rows, counts = [], {}
     for target in params["targets"]:
         for arm in params["arms"]:
-            counts = Counter(r["source"] for r in read_jsonl(files["selections"][(target, arm)], SELECTION))
-            total = sum(counts.values())
-            for src in ["original", *params["sources"]]:
+            counts[target, arm] = Counter(
+                r["source"] for r in read_jsonl(files["selections"][(target, arm)], SELECTION)
+            )
+    seen = sorted({src for c in counts.values() for src in c}, key=lambda s: (s != "original", s))
+    sources = [*seen, *(s for s in params["sources"] if s not in seen)]
+    for target in params["targets"]:
+        for arm in params["arms"]:
+            total = sum(counts[target, arm].values())
+            for src in sources:
+                count = counts[target, arm]
                 rows.append(
                     {
                         "target": target,
                         "arm": arm,
                         "source": src,
-                        "selected": counts.get(src, 0),
-                        "share": counts.get(src, 0) / total if total else 0.0,
+                        "selected": count.get(src, 0),
+                        "share": count.get(src, 0) / total if total else 0.0,
                     }
                 )
     return pd.DataFrame(rows)

@@ -36,7 +36,7 @@ NOT_MODEL = {"grape_meta.json", "train_log.json"}
 
 def determining(params: Mapping) -> dict:
     """The slice without its operational values (`grape.config.OPERATIONAL`), as plain JSON data."""
-    from grape.config import split_operational
+    from grape.slices import split_operational
 
     return json.loads(json.dumps(split_operational(params)[0], sort_keys=True, default=str))
 

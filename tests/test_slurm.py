@@ -28,7 +28,7 @@ SAME = ["pool/pool.jsonl", "scores/tiny_a.jsonl"] + [
 # Every kind of job goes through sbatch (data, model, sample, verify, score, select; one sft and one evaluate): the
 # executor, the profile and the resources are what is tested here; the other arms' fine-tunes and evaluations are
 # the same rules again and would only add minutes (the local run checks them).
-TARGETS = [f"results/tiny/{rel}" for rel in SAME] + ["results/tiny/evaluate/tiny_a/grape.json"]
+TARGETS = [f"results/tiny/{rel}" for rel in SAME] + ["results/tiny/evaluate/tiny_a/grape/local.json"]
 
 
 @pytest.fixture(scope="module")
@@ -85,5 +85,7 @@ def test_tiny_through_the_slurm_executor_matches_the_local_run(cluster, tiny_run
     remote = tmp_path / "results" / "tiny"
     for rel in SAME:
         assert (remote / rel).read_bytes() == (local / rel).read_bytes(), rel
-    ours, theirs = (json.loads((r / "evaluate/tiny_a/grape.json").read_text())["benchmarks"] for r in (remote, local))
+    ours, theirs = (
+        json.loads((r / "evaluate/tiny_a/grape/local.json").read_text())["benchmarks"] for r in (remote, local)
+    )
     assert {k: v["accuracy"] for k, v in ours.items()} == {k: v["accuracy"] for k, v in theirs.items()}

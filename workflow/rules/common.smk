@@ -34,6 +34,7 @@ THREADS = CFG["threads"]
 ARM_LIST = list(CFG["select"]["arms"])
 SHARD_COUNT = CFG["score"]["shards"]
 TASK_YAML = f"{RESULTS}/evaluate/lm_eval_task/task.yaml"
+BENCHMARKS = list(CFG["evaluate"]["tasks"])
 
 
 wildcard_constraints:
@@ -41,7 +42,8 @@ wildcard_constraints:
     source=r"[A-Za-z0-9_.-]+",
     target=r"[A-Za-z0-9_.-]+",
     shard=r"\d+",
-    arm="|".join(ARM_LIST),
+    arm="|".join(["base", *ARM_LIST]),
+    benchmark="|".join(BENCHMARKS),
 
 
 def slice_of(stage):
@@ -119,6 +121,21 @@ def user_data(wc):
 def select_scores(wc):
     """Only arms declared SCORES read the scores, so rescoring does not retrain the other arms."""
     return [f"{RESULTS}/scores/{wc.target}.jsonl"] if gconfig.arm_reads_scores(wc.arm) else []
+
+
+def evaluate_inputs(wc):
+    """The model (the untuned target for arm `base`, else its fine-tune) and, for the local benchmark only, its task
+    YAML and the held-out split it reads: the other benchmarks never wait for (or rerun on) the local task.
+    """
+    model = (
+        f"{RESULTS}/models/{wc.target}"
+        if wc.arm == "base"
+        else f"{RESULTS}/sft/{wc.target}/{wc.arm}"
+    )
+    local = (
+        {"task": TASK_YAML, "test": f"{RESULTS}/data/test.jsonl"} if wc.benchmark == "local" else {}
+    )
+    return {"model": model, **local}
 
 
 def scores_flag(wc, input):

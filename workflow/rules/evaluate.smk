@@ -10,41 +10,20 @@ rule evaluate_task:
     resources:
         **job_resources("compose"),
     params:
-        cfg=slice_of("evaluate"),
+        cfg=slice_of("evaluate_task"),
     shell:
         "grape evaluate-task --params {params.cfg:q} --test {input.test:q} --output {output:q} > {log:q} 2>&1"
 
 
-rule evaluate_base:
-    input:
-        model=f"{RESULTS}/models/{{target}}",
-        task=TASK_YAML,
-        test=f"{RESULTS}/data/test.jsonl",  # read through the task YAML's data_files
-    output:
-        f"{RESULTS}/evaluate/{{target}}/base.json",
-    log:
-        f"{RESULTS}/logs/evaluate/{{target}}/base.log",
-    conda:
-        ENV
-    threads: THREADS
-    resources:
-        **job_resources("evaluate", "target"),
-    params:
-        cfg=slice_of("evaluate"),
-    shell:
-        "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model:q} "
-        "--task {input.task:q} --output {output:q} > {log:q} 2>&1"
-
-
+# One job per (model, benchmark): a benchmark added, changed or failing touches only its own jobs. The model is the
+# untuned target (arm `base`) or its fine-tune on an arm's selection.
 rule evaluate:
     input:
-        model=f"{RESULTS}/sft/{{target}}/{{arm}}",
-        task=TASK_YAML,
-        test=f"{RESULTS}/data/test.jsonl",  # read through the task YAML's data_files
+        unpack(evaluate_inputs),
     output:
-        f"{RESULTS}/evaluate/{{target}}/{{arm}}.json",
+        f"{RESULTS}/evaluate/{{target}}/{{arm}}/{{benchmark}}.json",
     log:
-        f"{RESULTS}/logs/evaluate/{{target}}/{{arm}}.log",
+        f"{RESULTS}/logs/evaluate/{{target}}/{{arm}}/{{benchmark}}.log",
     conda:
         ENV
     threads: THREADS
@@ -52,6 +31,7 @@ rule evaluate:
         **job_resources("evaluate", "target"),
     params:
         cfg=slice_of("evaluate"),
+        task=lambda wc, input: ["--task", input.task] if "task" in input.keys() else [],
     shell:
         "grape evaluate --params {params.cfg:q} --threads {threads} --model {input.model:q} "
-        "--task {input.task:q} --output {output:q} > {log:q} 2>&1"
+        "{params.task:q} --output {output:q} > {log:q} 2>&1"

@@ -1,9 +1,10 @@
 rule report:
     input:
         evals=expand(
-            f"{RESULTS}/evaluate/{{target}}/{{arm}}.json",
+            f"{RESULTS}/evaluate/{{target}}/{{arm}}/{{benchmark}}.json",
             target=CFG["targets"],
             arm=["base", *ARM_LIST],
+            benchmark=BENCHMARKS,
         ),
         trained=expand(f"{RESULTS}/sft/{{target}}/{{arm}}", target=CFG["targets"], arm=ARM_LIST),
         selections=expand(

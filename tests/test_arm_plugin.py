@@ -1,0 +1,65 @@
+"""An arm is one module: a toy arm, installed as a plugin (the `grape.arms` entry point group) with no file of the
+suite touched, is added to a finished `tiny` run and runs end to end (its selection, fine-tune, evaluation and the
+report), and nothing else reruns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+
+import pytest
+from helpers import snakemake
+
+pytestmark = pytest.mark.slow
+
+TOY = '''"""by_source: per instruction, one candidate of the alphabetically first source (the last with
+select.options.by_source.last)."""
+
+from grape.arms import Choice
+
+NAME = "by_source"
+SCORES = False
+READS = ("exclude_self",)
+OPTIONS = {"properties": {"last": {"type": "boolean"}}}
+
+
+def choose(c: Choice) -> list[dict]:
+    ordered = sorted(c.cands, key=lambda x: (x["source"], x["candidate_id"]))
+    return [ordered[-1] if c.settings["options"].get("last") else ordered[0]]
+'''
+
+
+def test_a_toy_arm_plugin_runs_end_to_end_and_alone(tiny_run, tmp_path, monkeypatch):
+    workdir, _ = tiny_run
+    work = tmp_path / "run"
+    shutil.copytree(workdir, work, symlinks=True)  # the finished run (outputs and snakemake's records)
+    site = tmp_path / "site"
+    (site / "toy_arm-0.1.dist-info").mkdir(parents=True)
+    (site / "toy_arm.py").write_text(TOY)
+    (site / "toy_arm-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-arm\nVersion: 0.1\n")
+    (site / "toy_arm-0.1.dist-info" / "entry_points.txt").write_text("[grape.arms]\nby_source = toy_arm\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    arms = "select.arms=[grape,reverse,random,strongest,all,original,by_source] +select.options.by_source.last=true"
+    dry = snakemake(work, "--cores", "2", "-n", "--config", "experiment=tiny", f"overrides={arms}")
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
+    stats = dict(re_jobs(dry.stdout))
+    assert stats == {"compose": 1, "select": 1, "sft": 1, "evaluate": 1, "report": 1}, dry.stdout[-3000:]
+    real = snakemake(work, "--cores", "2", "--config", "experiment=tiny", f"overrides={arms}")
+    assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-4000:]
+    r = work / "results" / "tiny"
+    picked = [json.loads(line) for line in (r / "selections/tiny_a/by_source.jsonl").read_text().splitlines()]
+    assert len(picked) == 6 and {p["source"] for p in picked} == {"tiny_b"}  # one per instruction, the last source
+    table = list(csv.DictReader(open(r / "report/results.csv")))
+    assert "by_source" in {t["arm"] for t in table}
+    assert sys.modules.get("toy_arm") is None  # the plugin lived in the workflow's processes only
+
+
+def re_jobs(text: str):
+    import re
+
+    for name, n in re.findall(r"^(\w+)\s+(\d+)$", text, re.M):
+        if name not in ("total", "all"):
+            yield name, int(n)
