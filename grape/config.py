@@ -327,6 +327,7 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
             "arms": cfg["select"]["arms"],
             "sources": cfg["sources"],
             "benchmarks": cfg["evaluate"]["tasks"],
+            "exclude_self": cfg["select"]["exclude_self"],
         }
     if stage == "compose":
         return cfg

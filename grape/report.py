@@ -75,15 +75,19 @@ def loss_table(params: Mapping, files: Mapping) -> pd.DataFrame:
 
 
 def selected_vs_not(params: Mapping, files: Mapping) -> pd.DataFrame:
-    """Per target: the mean log-prob of the candidates grape selected against those it did not (and their counts)."""
+    """Per target: the mean log-prob of the candidates grape selected against those it could have and did not (and
+    their counts); the target's own samples, which it may not pick under `select.exclude_self`, are counted apart."""
     rows = []
     for target in params["targets"] if "grape" in params["arms"] else []:
         chosen = {r["candidate_id"] for r in read_jsonl(files["selections"][(target, "grape")], SELECTION)}
         scores = read_jsonl(files["scores"][target], SCORED)
-        sel = [r["mean_logprob"] for r in scores if r["candidate_id"] in chosen]
-        rest = [r["mean_logprob"] for r in scores if r["candidate_id"] not in chosen]
+        barred = [r for r in scores if params["exclude_self"] and r["source"] == target]
+        eligible = [r for r in scores if not (params["exclude_self"] and r["source"] == target)]
+        sel = [r["mean_logprob"] for r in eligible if r["candidate_id"] in chosen]
+        rest = [r["mean_logprob"] for r in eligible if r["candidate_id"] not in chosen]
         rows.append({"target": target, "selected": len(sel), "selected_mean_logprob": np.mean(sel) if sel else None,
-                     "not_selected": len(rest), "not_selected_mean_logprob": np.mean(rest) if rest else None})  # fmt: skip
+                     "not_selected": len(rest), "not_selected_mean_logprob": np.mean(rest) if rest else None,
+                     "own_samples_not_eligible": len(barred)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -248,8 +252,9 @@ def cluster_failures(log_dir: str | None, out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _svg_inline(path: Path) -> str:
-    return f'<img src="data:image/svg+xml;base64,{base64.b64encode(path.read_bytes()).decode()}"/>'
+def _svg_inline(path: Path) -> str:  # scaled to the page: a wide figure (a row of panels) never overflows it
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img style="max-width:100%;height:auto" src="data:image/svg+xml;base64,{data}"/>'
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:

@@ -113,7 +113,8 @@ def stage_costs(meta_files: Mapping[str, Sequence[Path]]) -> pd.DataFrame:
                 continue
             meta = read_json(path)
             c, p = meta.get("counts", {}), meta.get("params", {})
-            s = float(c.get("seconds") or c.get("train_seconds") or 0.0)  # sft records its training time
+            # score: its shards' time (a gather takes ~0 s); sft: its training time
+            s = float(c.get("shard_seconds") or c.get("seconds") or c.get("train_seconds") or 0.0)
             jobs += 1
             seconds += s
             gpus = p.get("gpus") or 0

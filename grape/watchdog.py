@@ -19,12 +19,13 @@ from pathlib import Path
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time in clock ticks) of a process, or None when it is gone."""
+    """(parent pid, start time in clock ticks) of a process, or None when it is gone: ended, or killed and not yet
+    reaped (a zombie, state Z or X, under a parent that does not reap)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[1]), int(fields[19])
+    return None if fields[0] in ("Z", "X") else (int(fields[1]), int(fields[19]))
 
 
 def _is_snakemake(pid: int) -> bool:

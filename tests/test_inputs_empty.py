@@ -102,3 +102,12 @@ def test_the_schema_knows_allow_empty():
     cfg["data"]["datasets"][0]["allow_empty"] = "yes"
     with pytest.raises(gconfig.ConfigError, match=r"data\.datasets\.0\.allow_empty"):
         gconfig.validate(cfg)
+
+
+def test_a_dataset_of_a_tulu_mix_whose_every_row_is_dropped_is_an_error(tmp_path):
+    sft = tmp_path / "sft-mixture.jsonl"  # rows, but none ends with the assistant's turn: every one is dropped
+    rows = [{"id": f"s{i}", "messages": [{"role": "user", "content": f"Say {i}."}], "source": "x"} for i in range(3)]
+    sft.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc, out = _tulu(tmp_path, {"name": "sft", "path": str(sft)})
+    assert proc.returncode == 2 and f"{sft}: no usable rows: all 3 rows of dataset 'sft'" in proc.stderr, proc.stderr
+    assert _files(out) == []

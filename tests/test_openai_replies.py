@@ -141,8 +141,11 @@ def test_malformed_chat_replies_are_retried_then_listed(tmp_path, monkeypatch, c
         assert error.endswith("(after 2 retries)")
     assert server.attempts[9] == 2 and server.attempts[0] == 1  # a bad reply once, then answered
     assert server.attempts[10] == 1 and server.attempts[11] == 3  # 401 is final, 500 is retried
-    for i, status, shown in ((10, 401, 'xxx***",'), (11, 500, '"Authorization: Bearer ***"')):
-        error = lost[i][0]["error"]  # 401: the key at the 200-character cut; 500: the echoed header
+    for i, status, shown in (
+        (10, 401, "refused the key (reply body not kept)"),
+        (11, 500, '"Authorization: Bearer ***"'),
+    ):
+        error = lost[i][0]["error"]  # 401: its body is not kept (it may echo the key in any form); 500: the header
         assert error.startswith(f"{server.url}: HTTP {status}: ") and KEY not in error and KEY[:5] not in error
         assert shown in error, error
 
@@ -210,3 +213,14 @@ def test_redact_hides_keys_and_credential_headers():
     for secret in ("abc123XYZ", "tok.en-1", "zzz", "qqq", "AbCdEf123456", "more"):
         assert secret not in out, out
     assert out.count("***") == 6 and _redact("HTTP 503: overloaded", None) == "HTTP 503: overloaded"
+
+
+def test_a_key_echoed_escaped_or_truncated_is_redacted():
+    from grape.sample.openai import _redact
+
+    key = "Zq9+/xK7p=SECRETVALUE42"
+    for text in ("Incorrect API key provided: Zq9+/xK7p=SECR...", "denied for key=Zq9%2B%2FxK7p%3DSECRETVALUE42",
+                 '{"key": "Zq9+/xK7p=SECRETVALUE42"}', "tail ...xK7p=SECRETVALUE42"):  # fmt: skip
+        out = _redact(text, key)
+        assert "***" in out and not any(key[i : i + 8] in out for i in range(len(key) - 7)), out
+    assert _redact("HTTP 500: upstream timeout", key) == "HTTP 500: upstream timeout"

@@ -78,6 +78,16 @@ def load(d: Mapping, seed: int, tally, workdir):
 
 def _dataset_read(ds: Dataset, tally) -> None:
     rows = tally.counts[f"rows_read:{ds.name}"]
+    if rows and not tally.counts[f"rows_used:{ds.name}"] and not ds.allow_empty:  # read, but every row dropped
+        from grape.io import DataError
+
+        raise DataError(
+            ds.path,
+            None,
+            None,
+            f"no usable rows: all {rows} rows of dataset {ds.name!r} of the mix were dropped "
+            "(their reasons: data/dropped.jsonl); set `allow_empty: true` on it in data.datasets if the pool may lack it",
+        )
     tally.info["datasets"].append({"name": ds.name, "path": ds.path, "revision": ds.revision, "rows": rows})
 
 
@@ -102,7 +112,7 @@ def _build(min_responses: int):
 
 def _read(ds: Dataset, rows, add, tally) -> None:
     """Add every usable row of one dataset (or part of it) to the grouper, counting and dropping the others."""
-    kind, n = None, 0
+    kind, n, used = None, 0, 0
     licences = tally.info.setdefault("licences", {})
     for where, row in rows:
         n += 1
@@ -123,7 +133,9 @@ def _read(ds: Dataset, rows, add, tally) -> None:
         if isinstance(prompt, str) and len(context) == 1 and normalise(prompt) != normalise(context[0]["content"]):
             tally.add("prompt_mismatch")
         add(context_key(context), {"c": context, "r": answer, "s": ds.name})
+        used += 1
     tally.add(f"rows_read:{ds.name}", n)
+    tally.add(f"rows_used:{ds.name}", used)
 
 
 def _kind(ds: Dataset, where: str, row: Mapping) -> str:

@@ -34,7 +34,7 @@ import os
 import random
 import re
 from typing import Iterator, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from grape.sample.prompts import request_seed
 from grape.template import Template
@@ -79,9 +79,18 @@ _SECRETS = [
 
 
 def _redact(text: str, key: str | None) -> str:
-    """`text` without the key's value, credential-looking header values or `sk-...` tokens."""
+    """`text` without the key's value (as it is, URL- or JSON-escaped, or any 8 characters of it in a row: servers
+    echo keys truncated), credential-looking header values or `sk-...` tokens."""
     if key:
-        text = text.replace(key, "***")
+        for form in {key, quote(key, safe=""), quote_plus(key), json.dumps(key)[1:-1]}:
+            text = text.replace(form, "***")
+        if len(key) >= 12:  # any run of 8+ characters of it (a truncated echo), masked whole
+            windows = {key[i : i + 8] for i in range(len(key) - 7)}
+            hit = [False] * len(text)
+            for j in range(len(text) - 7):
+                if text[j : j + 8] in windows:
+                    hit[j : j + 8] = [True] * 8
+            text = re.sub(r"\x00+", "***", "".join("\x00" if h else ch for ch, h in zip(text, hit)))
     for pattern, repl in _SECRETS:
         text = pattern.sub(repl, text)
     return text
@@ -185,6 +194,9 @@ async def _ask(session, sem, url: str, body: dict, headers: dict, s: Mapping, ch
                             return check(raw), None
                         except Malformed as err:
                             error = f"HTTP 200 with a malformed reply: {err}: {_snippet(raw, key)}"
+                    elif resp.status in (401, 403):  # a refused credential: a body may echo it in any form
+                        error = f"HTTP {resp.status}: the server refused the key (reply body not kept)"
+                        return None, f"{where}: {error}"
                     else:
                         error = f"HTTP {resp.status}: {_snippet(raw, key, 200)}"
                         if resp.status not in RETRY_STATUS:

@@ -145,18 +145,28 @@ def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_o
     scored, skipped = gather_shards(parts)
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
-    how, fids = {}, []  # backend and dtype (with why, and what it changed) as the shards' meta.json recorded them
+    how, fids, seconds, aside = (
+        {},
+        [],
+        0.0,
+        {},
+    )  # backend and dtype (with why, what it changed), time: the shards' meta.json
     for path in shard_paths:
         meta = Path(f"{path}.meta.json")
         if meta.exists():
             counts = json.loads(meta.read_text()).get("counts", {})
             how = how or {k: counts.get(k) for k in ("backend", "dtype", "dtype_reason")}
             fids.append(counts.get("dtype_fidelity"))
+            seconds += float(counts.get("seconds") or 0.0)
+            if counts.get("checkpoint_set_aside"):  # carried here: the shards' own records go with their files
+                aside[Path(path).name] = counts["checkpoint_set_aside"]
     fid = fidelity.merge(fids)
     return {
         **how,
         **({"dtype_fidelity": fid} if fid else {}),
         "shards": len(parts),
+        "shard_seconds": round(seconds, 2),  # the scoring's own time (the report's cost row), not the gather's
+        "checkpoint_set_aside": aside or None,
         "empty_shards": sum(1 for a, b in parts if not a and not b),
         **summary(scored, skipped),
     }
