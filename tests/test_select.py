@@ -1,4 +1,4 @@
-"""Selection arms: GRAPE's argmax, ties, seeded random, strongest with its fallback, the output form."""
+"""Selection arms: GRAPE's argmax, ties, seeded random, strongest and 3x by the paper's definitions, the output form."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _pool():
         for src in ("a", "b"):
             for k in range(2):
                 if src == "b" and i == 3:
-                    continue  # q3 has no candidate from b: `strongest` falls back to the original
+                    continue  # q3 has no candidate from b: `strongest` is short of one there
                 rows.append({"candidate_id": f"q{i}:{src}:{k}", "instruction_id": f"q{i}", "source": src})
     for r in rows:
         r.update(
@@ -94,13 +94,32 @@ def test_random_is_seeded_and_varies_with_seed():
 def test_strongest_all_original_and_missing_scores():
     g = _groups(_pool())
     strongest, counts = select.choose("strongest", g, {}, 1, 0, strongest="b")
-    assert Counter(p["source"] for p in strongest) == {"b": 6, "original": 1}
-    assert counts == {"fallback_to_original": 1}
+    # only b's responses, as many per instruction as the original has (1); q3 has none of b's: counted
+    assert [p["candidate_id"] for p in strongest] == ["q0:b:0", "q1:b:0", "q2:b:0"]
+    assert counts == {"strongest_shortfall": 1, "instructions_short_of_strongest": 1}
     assert len(select.choose("all", g, {}, 1, 0, None)[0]) == len(_pool())
     assert [p["source"] for p in select.choose("original", g, {}, 1, 0, None)[0]] == ["original"] * 4
     partial = {k: v for k, v in SCORES.items() if not k.startswith("q3")}
     picked, counts = select.choose("grape", g, partial, 1, 0, None)
     assert len(picked) == 3 and counts == {"unscored_candidates": 3, "instructions_without_scores": 1}
+
+
+def test_three_x_keeps_three_times_the_originals_drawn_seeded_and_counts_a_shortfall():
+    rows = _pool()  # q0-q2: 1 original + 4 sampled; q3: 1 original + 2 sampled
+    rows.append({**rows[0], "candidate_id": "q0:original:1"})  # q0 has 2 originals: wants 6 of its 6
+    rows.append({**rows[5], "candidate_id": "q1:original:1", "instruction_id": "q1", "source": "original"})
+    g = _groups(rows)  # q1 now has 2 originals and 6 candidates: wants 6, all
+    picked, counts = select.choose("3x", g, {}, 1, 7, None)
+    per = Counter(p["instruction_id"] for p in picked)
+    assert per == {"q0": 6, "q1": 6, "q2": 3, "q3": 3}
+    assert counts == {} and len({p["candidate_id"] for p in picked}) == len(picked)
+    again, _ = select.choose("3x", _groups(rows[::-1]), {}, 1, 7, None)
+    assert sorted(p["candidate_id"] for p in again) == sorted(p["candidate_id"] for p in picked)  # seeded
+    other = {p["candidate_id"] for p in select.choose("3x", g, {}, 1, 8, None)[0]}
+    assert other != {p["candidate_id"] for p in picked}  # another seed draws another q2 subset (3 of 5)
+    rows.append({**rows[0], "candidate_id": "q3:original:1", "instruction_id": "q3"})
+    _, short = select.choose("3x", _groups(rows), {}, 1, 7, None)  # q3: 2 originals want 6, it has 4
+    assert short == {"3x_shortfall": 2, "instructions_short_of_3x": 1}
 
 
 GRAPE_PARAMS = {
