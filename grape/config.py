@@ -173,6 +173,13 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
         raise ConfigError("key 'sources': 'original' is reserved for the dataset's own responses")
 
 
+def trained_arms(cfg: Mapping) -> list[str]:
+    """Every arm a target is fine-tuned on: `select.arms`, then GRAPE's later rounds (`grape_rounds`: grape.r2, ...)."""
+    from grape import arms
+
+    return [*cfg["select"]["arms"], *arms.round_arms(cfg["select"]["arms"], cfg["grape_rounds"])]
+
+
 def arm_reads_scores(arm: str) -> bool:
     """Whether an arm ranks by the target's scores (its select job then waits for them and reruns on rescoring)."""
     from grape import arms
@@ -266,9 +273,10 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     from grape import arms
 
     cfg = copy.deepcopy(dict(cfg))
+    trained = trained_arms(cfg)
     for key, field in (("model", "models"), ("source", "sources"), ("target", "targets"), ("arm", "select.arms"),
-                       ("benchmark", "evaluate.tasks")):  # fmt: skip
-        known = {"select.arms": ["base", *cfg["select"]["arms"]], "evaluate.tasks": cfg["evaluate"]["tasks"]}.get(
+                       ("scorer", "select.arms"), ("benchmark", "evaluate.tasks")):  # fmt: skip
+        known = {"select.arms": ["base", *trained], "evaluate.tasks": cfg["evaluate"]["tasks"]}.get(
             field, cfg.get(field)
         )
         if key in wc and wc[key] not in known:
@@ -324,7 +332,7 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
             "name": cfg["name"],
             "report": cfg["report"],
             "targets": cfg["targets"],
-            "arms": cfg["select"]["arms"],
+            "arms": trained_arms(cfg),
             "sources": cfg["sources"],
             "benchmarks": cfg["evaluate"]["tasks"],
             "exclude_self": cfg["select"]["exclude_self"],

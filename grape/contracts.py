@@ -71,7 +71,7 @@ POOL = {
     "context": TRAIN["context"],
 }
 
-# scores/<target>.jsonl: one row per scored candidate, sorted by candidate_id.
+# scores/<target>/<scorer>.jsonl: one row per scored candidate, sorted by candidate_id.
 SCORED = {
     "candidate_id": Field(STR, True, True, "the pool candidate"),
     "instruction_id": Field(STR, True, True, "its instruction"),
@@ -82,7 +82,7 @@ SCORED = {
     "truncated": Field((bool,), True, False, "response cut to the context (score.overlong: truncate)"),
 }
 
-# scores/<target>.skipped.jsonl: candidates the target could not score, with the reason.
+# scores/<target>/<scorer>.skipped.jsonl: candidates the target could not score, with the reason.
 SKIPPED = {
     "candidate_id": Field(STR, True, True, "the pool candidate"),
     "reason": Field(STR, True, True, "prompt_over_context | over_context | empty_response"),

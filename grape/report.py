@@ -91,6 +91,24 @@ def selected_vs_not(params: Mapping, files: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rounds_table(params: Mapping, files: Mapping) -> pd.DataFrame:
+    """Multi-round GRAPE: per target and round r >= 2, the instructions whose pick differs from round r-1's."""
+    from grape.arms import scorer_of
+
+    rows = []
+    for target in params["targets"]:
+        for arm in (a for a in params["arms"] if a.startswith("grape.r")):
+            picks = [{}, {}]
+            for i, name in enumerate((scorer_of(arm), arm)):
+                for r in read_jsonl(files["selections"][(target, name)], SELECTION):
+                    picks[i].setdefault(r["instruction_id"], set()).add(r["candidate_id"])
+            both = picks[0].keys() | picks[1].keys()
+            changed = sum(picks[0].get(i) != picks[1].get(i) for i in both)
+            rows.append({"target": target, "round": arm, "scored_by": scorer_of(arm), "instructions": len(both),
+                         "picks_changed": changed})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def task_breakdown(params: Mapping, files: Mapping) -> pd.DataFrame:
     """Selected responses per task type (pools that have types, e.g. UltraInteract's Coding/Math/Logic)."""
     rows = []
@@ -323,6 +341,10 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
     ]
     if len(tasks):
         body += ["<h2>Selected responses by task type</h2>", tasks.to_html(index=False)]
+    rounds = rounds_table(params, files)
+    if len(rounds):
+        body += ["<h2>GRAPE rounds</h2><p>Each round rescored the pool with the previous round's GRAPE model and "
+                 "fine-tuned the base target on the new pick.</p>", rounds.to_html(index=False)]  # fmt: skip
     body += [
         "<h2>Scores by source</h2>",
         score_summary.to_html(index=False, float_format="%.3f"),

@@ -19,7 +19,7 @@ class Inputs:
     evals: Sequence[str]  # evaluate/<target>/<arm>/<benchmark>.json for arm in [base, *arms], benchmark in tasks
     trained: Sequence[str]  # sft/<target>/<arm>/ for arm in arms
     selections: Sequence[str]  # selections/<target>/<arm>.jsonl for arm in arms
-    scores: Sequence[str]  # scores/<target>.jsonl
+    scores: Sequence[str]  # scores/<target>/base.jsonl
     verify_counts: str  # pool/verify_counts.json
     candidates: Sequence[str] = ()  # candidates/<source>.jsonl (their meta.json holds the sampling cost)
 
@@ -30,7 +30,7 @@ class Inputs:
         for field, keys in (
             ("trained", list(product(targets, arms))),
             ("selections", list(product(targets, arms))),
-            ("scores", [(t, None) for t in targets]),
+            ("scores", [(t, "base") for t in targets]),  # scores/<target>/base.jsonl: the untuned target's
         ):
             paths = list(getattr(self, field))
             if len(paths) != len(keys):
@@ -42,7 +42,7 @@ class Inputs:
                 got = (p.parent.name, name) if arm else (name,)
                 if got != expect:
                     raise ValueError(f"report: {path} is not the {field} file of {'/'.join(expect)}")
-                out[field][(target, arm) if arm else target] = p
+                out[field][target if field == "scores" else (target, arm)] = p
         benches = list(params["benchmarks"])  # evaluate/<target>/<arm>/<benchmark>.json, one job each
         keys = list(product(targets, ["base", *arms], benches))
         if len(self.evals) != len(keys):

@@ -1,6 +1,7 @@
-"""An arm is one module: a toy arm, installed as a plugin (the `grape.arms` entry point group) with no file of the
+"""Extending a finished run. An arm is one module: a toy arm, installed as a plugin (the `grape.arms` entry point group) with no file of the
 suite touched, is added to a finished `tiny` run and runs end to end (its selection, fine-tune, evaluation and the
-report), and nothing else reruns."""
+report), and nothing else reruns. Multi-round GRAPE scores with a fine-tuned model (a model referenced by what it
+is: target, arm, round)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,29 @@ def re_jobs(text: str):
     for name, n in re.findall(r"^(\w+)\s+(\d+)$", text, re.M):
         if name not in ("total", "all"):
             yield name, int(n)
+
+
+def test_grape_rounds_rescore_with_the_last_rounds_model_and_train_the_base_target_again(tiny_run, tmp_path):
+    """`grape_rounds: 2` on a finished run (the paper's App. G): the pool is scored by round 1's GRAPE model, GRAPE
+    picks again from those scores, the base target is fine-tuned on the new pick and evaluated; nothing else runs."""
+    workdir, _ = tiny_run
+    work = tmp_path / "run"
+    shutil.copytree(workdir, work, symlinks=True)
+    dry = snakemake(work, "--cores", "2", "-n", "--config", "experiment=tiny", "overrides=grape_rounds=2")
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
+    assert dict(re_jobs(dry.stdout)) == {"compose": 1, "score_shard": 2, "score_gather": 1, "select": 1, "sft": 1,
+                                         "evaluate": 1, "report": 1}, dry.stdout[-3000:]  # fmt: skip
+    real = snakemake(work, "--cores", "2", "--config", "experiment=tiny", "overrides=grape_rounds=2")
+    assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-4000:]
+    r = work / "results" / "tiny"
+    shard = json.loads((r / "scores/tiny_a/grape/shard0-of-2.jsonl.meta.json").read_text())
+    assert shard["inputs"]["model"]["path"].endswith("sft/tiny_a/grape")  # scored by round 1's GRAPE model
+    assert (r / "scores/tiny_a/grape.jsonl").stat().st_size > 0
+    sel = json.loads((r / "selections/tiny_a/grape.r2.jsonl.meta.json").read_text())
+    assert sel["inputs"]["scores"]["path"].endswith("scores/tiny_a/grape.jsonl")
+    tuned = json.loads((r / "sft/tiny_a/grape.r2/grape_meta.json").read_text())
+    assert tuned["inputs"]["model"]["path"].endswith("models/tiny_a")  # the base target, trained again
+    table = list(csv.DictReader(open(r / "report/results.csv")))
+    assert "grape.r2" in {t["arm"] for t in table}
+    html = (r / "report/summary.html").read_text()
+    assert "<h2>GRAPE rounds</h2>" in html and "picks_changed" in html

@@ -22,7 +22,7 @@ from helpers import REPO, snakemake
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(os.environ.get("GRAPE_SLURM_SCRIPT", REPO.parent / "shared" / "tools" / "slurm_local.sh"))
-SAME = ["pool/pool.jsonl", "scores/tiny_a.jsonl"] + [
+SAME = ["pool/pool.jsonl", "scores/tiny_a/base.jsonl"] + [
     f"selections/tiny_a/{arm}.jsonl" for arm in ("grape", "reverse", "random", "strongest", "all", "original")
 ]
 # Every kind of job goes through sbatch (data, model, sample, verify, score, select; one sft and one evaluate): the

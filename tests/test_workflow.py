@@ -54,12 +54,12 @@ def test_data_candidates_pool(run):
 def test_scores_and_grape_argmax(run):
     _, r = run
     pool = {p["candidate_id"]: p for p in rows(r / "pool/pool.jsonl")}
-    scores = rows(r / "scores/tiny_a.jsonl")
-    meta = json.loads((r / "scores/tiny_a.jsonl.meta.json").read_text())
+    scores = rows(r / "scores/tiny_a/base.jsonl")
+    meta = json.loads((r / "scores/tiny_a/base.jsonl.meta.json").read_text())
     assert len(scores) + meta["counts"]["skipped"] == len(pool)
     assert meta["counts"]["shards"] == 2  # tiny scores in two scatter/gather shards
-    assert len(rows(r / "scores/tiny_a.skipped.jsonl")) == meta["counts"]["skipped"]
-    assert not list((r / "scores/tiny_a").glob("*.partial"))  # checkpoints are removed once a shard is done
+    assert len(rows(r / "scores/tiny_a/base.skipped.jsonl")) == meta["counts"]["skipped"]
+    assert not list((r / "scores/tiny_a/base").glob("*.partial"))  # checkpoints are removed once a shard is done
     by_instruction = defaultdict(list)
     for s in scores:
         assert s["n_tokens"] > 0 and s["mean_logprob"] == pytest.approx(s["sum_logprob"] / s["n_tokens"])
@@ -136,7 +136,10 @@ def test_lm_eval_metric_and_report(run):
     assert "<h2>Paired differences (same problems)</h2>" in html and "<h2>SFT loss</h2>" in html
     assert "<h2>Sampling cost</h2>" in html and "completion_tokens" in html
     assert "<h2>Training</h2>" in html and "<h2>Scoring</h2>" in html and "dtype_reason" in html
-    assert json.loads((r / "scores/tiny_a.jsonl.meta.json").read_text())["counts"]["dtype"] in ("float32", "bfloat16")
+    assert json.loads((r / "scores/tiny_a/base.jsonl.meta.json").read_text())["counts"]["dtype"] in (
+        "float32",
+        "bfloat16",
+    )
     assert "grape" in html and (r / "report/source_share.svg").stat().st_size > 1000
 
 

@@ -2,7 +2,7 @@
 
 An arm is a module with
 - `NAME`: the name `select.arms` lists;
-- `SCORES`: True when it ranks by the target's scores (the workflow then hands it `scores/<target>.jsonl`, and
+- `SCORES`: True when it ranks by the target's scores (the workflow then hands it `scores/<target>/base.jsonl`, and
   rescoring reruns it; the other arms never wait for scoring);
 - `READS`: the `select.*` settings it reads (`k`, `original_sources`, `strongest_source`, `exclude_self`): its job's
   params hold exactly these, so adding an arm, or changing another arm's setting, reruns nothing of this one;
@@ -22,6 +22,7 @@ import importlib
 import importlib.metadata
 import pkgutil
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -79,7 +80,9 @@ def registry() -> dict[str, ModuleType]:
         name = getattr(mod, "NAME", None)
         if name is None:
             continue
-        missing = [a for a in ("SCORES", "READS", "choose") if not hasattr(mod, a)]
+        missing = [a for a in ("SCORES", "READS", "choose") if not hasattr(mod, a)] + (
+            ["a name without .r<N>"] if ROUND.match(name) else []
+        )
         bad = [r for r in getattr(mod, "READS", ()) if r not in READABLE]
         if missing or bad or name in found:
             why = f"lacks {missing}" if missing else f"reads unknown settings {bad}" if bad else "repeats a name"
@@ -89,6 +92,8 @@ def registry() -> dict[str, ModuleType]:
 
 
 def get(name: str) -> ModuleType:
+    """The plugin an arm runs (a later round's name runs its round-1 arm's plugin)."""
+    name = base_arm(name)
     arms = registry()
     if name not in arms:
         raise ValueError(f"unknown arm {name!r} (known: {', '.join(sorted(arms))})")
@@ -121,7 +126,33 @@ def settings_of(sel: Mapping, arm: str) -> dict:
     an arm or changing another arm's setting reruns nothing of this one."""
     plugin = get(arm)
     out = {key: sel[key] for key in plugin.READS}
-    own = (sel.get("options") or {}).get(arm)
+    own = (sel.get("options") or {}).get(base_arm(arm))
     if getattr(plugin, "OPTIONS", None) or own:
         out["options"] = dict(own or {})
     return out
+
+
+# Multi-round GRAPE (the paper's App. G): round r+1 rescores the pool with round r's GRAPE model and fine-tunes the
+# base target on the new pick. Round r >= 2 of an arm is the arm `<arm>.r<r>` (grape.r2, grape.r3, ...).
+ROUND = re.compile(r"^(?P<arm>.+)\.r(?P<round>[2-9]|[1-9][0-9]+)$")
+
+
+def base_arm(name: str) -> str:
+    """The plugin an arm name runs: `grape.r2` -> `grape`."""
+    m = ROUND.match(name)
+    return m["arm"] if m else name
+
+
+def scorer_of(name: str) -> str:
+    """Which model's scores an arm ranks by: `base` (the untuned target) in round 1, the previous round's model of the
+    same arm after (`grape.r2` -> `grape`, `grape.r3` -> `grape.r2`)."""
+    m = ROUND.match(name)
+    if not m:
+        return "base"
+    r = int(m["round"])
+    return m["arm"] if r == 2 else f"{m['arm']}.r{r - 1}"
+
+
+def round_arms(arms: list[str], rounds: int) -> list[str]:
+    """The arms of GRAPE's rounds 2..`rounds` (`grape_rounds`), when `grape` is one of the arms."""
+    return [f"grape.r{r}" for r in range(2, rounds + 1)] if "grape" in arms else []

@@ -131,7 +131,8 @@ def _fidelity(impl, model_dir, options, max_length, params, tok, template, index
 
 
 def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_out: str) -> dict:
-    """Join the shards of one target into `scores/<target>.jsonl` (+ the skipped list); same for any shard count."""
+    """Join the shards of one target's scorer into `scores/<target>/<scorer>.jsonl` (+ the skipped list); same for any
+    shard count."""
     from grape.contracts import SCORED, SKIPPED
     from grape.io import read_jsonl, write_jsonl
     from grape.score import fidelity

@@ -1,7 +1,7 @@
 """The `select` stage: one training set per target per arm, in prompt/completion form.
 
 Reads: `pool/pool.jsonl` (`grape.contracts.POOL`) and, for the arms that rank by score, the target's
-`scores/<target>.jsonl` (`SCORED`). Writes: `selections/<target>/<arm>.jsonl` (`SELECTION`). Every row is checked
+`scores/<target>/<scorer>.jsonl` (`SCORED`; scorer `base`, or the previous round's GRAPE model for `grape.r<N>`). Writes: `selections/<target>/<arm>.jsonl` (`SELECTION`). Every row is checked
 where it enters: a pool row that is not a POOL row (a blank or non-string response, ...), an impossible score (a
 log-prob above 0, NaN, Infinity, fewer than one token) or a score of a candidate the pool does not have stops the
 job with `file:line: field 'x': problem` (`index`); nothing is skipped silently.

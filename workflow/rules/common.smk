@@ -9,6 +9,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 
 try:
+    from grape import arms as garms
     from grape import config as gconfig
     from grape import resources as gresources
 except ImportError as err:
@@ -31,7 +32,7 @@ except gconfig.ConfigError as err:
 RESULTS = f"results/{CFG['name']}"
 ENV = "../../envs/grape.yaml"
 THREADS = CFG["threads"]
-ARM_LIST = list(CFG["select"]["arms"])
+ARM_LIST = gconfig.trained_arms(CFG)  # select.arms, then GRAPE's later rounds (grape.r2, ...)
 SHARD_COUNT = CFG["score"]["shards"]
 TASK_YAML = f"{RESULTS}/evaluate/lm_eval_task/task.yaml"
 BENCHMARKS = list(CFG["evaluate"]["tasks"])
@@ -43,6 +44,7 @@ wildcard_constraints:
     target=r"[A-Za-z0-9_.-]+",
     shard=r"\d+",
     arm="|".join(["base", *ARM_LIST]),
+    scorer="|".join(["base", *ARM_LIST]),
     benchmark="|".join(BENCHMARKS),
 
 
@@ -118,20 +120,29 @@ def user_data(wc):
     return [p for p in paths if p and os.path.exists(p)]
 
 
+def model_dir(target, arm):
+    """A model by what it is: the untuned target (arm `base`), or the target fine-tuned on an arm's selection."""
+    return f"{RESULTS}/models/{target}" if arm == "base" else f"{RESULTS}/sft/{target}/{arm}"
+
+
+def scorer_model(wc):
+    """The model whose log-probs a score job computes: the untuned target, or a round's GRAPE model."""
+    return model_dir(wc.target, wc.scorer)
+
+
 def select_scores(wc):
-    """Only arms declared SCORES read the scores, so rescoring does not retrain the other arms."""
-    return [f"{RESULTS}/scores/{wc.target}.jsonl"] if gconfig.arm_reads_scores(wc.arm) else []
+    """Only arms declared SCORES read scores (rescoring does not retrain the others); round r of GRAPE reads the
+    scores of round r-1's GRAPE model (grape.arms.scorer_of)."""
+    if not gconfig.arm_reads_scores(wc.arm):
+        return []
+    return [f"{RESULTS}/scores/{wc.target}/{garms.scorer_of(wc.arm)}.jsonl"]
 
 
 def evaluate_inputs(wc):
     """The model (the untuned target for arm `base`, else its fine-tune) and, for the local benchmark only, its task
     YAML and the held-out split it reads: the other benchmarks never wait for (or rerun on) the local task.
     """
-    model = (
-        f"{RESULTS}/models/{wc.target}"
-        if wc.arm == "base"
-        else f"{RESULTS}/sft/{wc.target}/{wc.arm}"
-    )
+    model = model_dir(wc.target, wc.arm)
     local = (
         {"task": TASK_YAML, "test": f"{RESULTS}/data/test.jsonl"} if wc.benchmark == "local" else {}
     )

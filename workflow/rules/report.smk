@@ -10,7 +10,7 @@ rule report:
         selections=expand(
             f"{RESULTS}/selections/{{target}}/{{arm}}.jsonl", target=CFG["targets"], arm=ARM_LIST
         ),
-        scores=expand(f"{RESULTS}/scores/{{target}}.jsonl", target=CFG["targets"]),
+        scores=expand(f"{RESULTS}/scores/{{target}}/base.jsonl", target=CFG["targets"]),
         counts=f"{RESULTS}/pool/verify_counts.json",
         candidates=expand(f"{RESULTS}/candidates/{{source}}.jsonl", source=CFG["sources"]),
     output:

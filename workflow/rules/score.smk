@@ -1,12 +1,15 @@
+# The pool scored by one model of a target: the untuned target (scorer `base`), or a GRAPE round's fine-tune.
 rule score_shard:
     input:
-        model=f"{RESULTS}/models/{{target}}",
+        model=scorer_model,
         pool=f"{RESULTS}/pool/pool.jsonl",
     output:
-        scores=temp(f"{RESULTS}/scores/{{target}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl"),
-        skipped=temp(f"{RESULTS}/scores/{{target}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl"),
+        scores=temp(f"{RESULTS}/scores/{{target}}/{{scorer}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl"),
+        skipped=temp(
+            f"{RESULTS}/scores/{{target}}/{{scorer}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl"
+        ),
     log:
-        f"{RESULTS}/logs/score/{{target}}/shard{{shard}}-of-{SHARD_COUNT}.log",
+        f"{RESULTS}/logs/score/{{target}}/{{scorer}}/shard{{shard}}-of-{SHARD_COUNT}.log",
     conda:
         VLLM_ENV if uses_vllm("score") else ENV
     threads: THREADS
@@ -25,18 +28,18 @@ rule score_shard:
 rule score_gather:
     input:
         scores=expand(
-            f"{RESULTS}/scores/{{{{target}}}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl",
+            f"{RESULTS}/scores/{{{{target}}}}/{{{{scorer}}}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl",
             shard=range(SHARD_COUNT),
         ),
         skipped=expand(
-            f"{RESULTS}/scores/{{{{target}}}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl",
+            f"{RESULTS}/scores/{{{{target}}}}/{{{{scorer}}}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl",
             shard=range(SHARD_COUNT),
         ),
     output:
-        scores=f"{RESULTS}/scores/{{target}}.jsonl",
-        skipped=f"{RESULTS}/scores/{{target}}.skipped.jsonl",
+        scores=f"{RESULTS}/scores/{{target}}/{{scorer}}.jsonl",
+        skipped=f"{RESULTS}/scores/{{target}}/{{scorer}}.skipped.jsonl",
     log:
-        f"{RESULTS}/logs/score/{{target}}/gather.log",
+        f"{RESULTS}/logs/score/{{target}}/{{scorer}}/gather.log",
     conda:
         ENV
     resources:
