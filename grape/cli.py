@@ -155,6 +155,14 @@ def cmd_score(args):
     _finish("score", p, [args.output, args.skipped], {"model": args.model, "pool": args.pool}, counts, t0)
 
 
+def cmd_reward(args):
+    from grape import reward
+
+    t0, p = time.time(), _load(args, "reward")
+    counts = reward.run(p, args.model, args.pool, args.output)
+    _finish("reward", p, [args.output], {"model": args.model, "pool": args.pool}, counts, t0)
+
+
 def cmd_score_gather(args):
     from grape import score
 
@@ -296,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stage("score-gather", cmd_score_gather, "join one target's score shards", ("--inputs", many),
           ("--skipped-inputs", many), ("--output", req), ("--skipped", req), stage_key="score")  # fmt: skip
+    stage("reward", cmd_reward, "a reward model's score of every pool candidate (the reward arm)", ("--model", req),
+          ("--pool", req), ("--output", req))  # fmt: skip
     stage("select", cmd_select, "one arm's training set for one target", ("--pool", req), ("--scores", {"default": None}),
           ("--output", req))  # fmt: skip
     stage("sft", cmd_sft, "fine-tune one target on one arm", ("--model", req), ("--selection", req), ("--output", req))

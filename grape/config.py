@@ -140,6 +140,11 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
         arms.check_settings(cfg["select"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if "reward" in cfg["select"]["arms"] and cfg["select"]["reward_model"] not in models:
+        raise ConfigError(
+            f"key 'select.reward_model': {cfg['select']['reward_model']!r} is not a model under 'models' (the "
+            "'reward' arm ranks by its scores)"
+        )
     if "strongest" in cfg["select"]["arms"] and cfg["select"]["strongest_source"] not in cfg["sources"]:
         raise ConfigError(
             f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
@@ -304,6 +309,8 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
             "sample": cfg["sample"],
             "template": cfg["template"],
         }
+    if stage == "reward":
+        return {**common, "reward": cfg["reward"], "template": cfg["template"]}
     if stage == "verify":
         return {"verify": cfg["verify"], "sources": cfg["sources"]}
     if stage == "score":
@@ -342,7 +349,7 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
     raise KeyError(stage)
 
 
-STAGES = ("compose", "prefetch", "data", "model", "sample", "verify", "score", "select", "sft", "evaluate",
+STAGES = ("compose", "prefetch", "data", "model", "sample", "verify", "score", "reward", "select", "sft", "evaluate",
           "evaluate_task", "report")  # fmt: skip
 
 

@@ -19,6 +19,7 @@ NUM = (int, float)
 # and a scored response has at least one token.
 LOGPROB = (-math.inf, 0)
 COUNT = (1, math.inf)
+FINITE = (-math.inf, math.inf)  # any number but NaN and +-Infinity
 
 # data/train.jsonl: one instruction with the dataset's own responses (any number, each tagged with its source).
 TRAIN = {
@@ -82,6 +83,14 @@ SCORED = {
     "truncated": Field((bool,), True, False, "response cut to the context (score.overlong: truncate)"),
 }
 
+# rewards/<reward model>.jsonl: a reward model's score of every pool candidate (the `reward` arm ranks by it).
+REWARD = {
+    "candidate_id": Field(STR, True, True, "the pool candidate"),
+    "instruction_id": Field(STR, True, True, "its instruction"),
+    "source": Field(STR, True, True, "its source"),
+    "reward": Field(NUM, True, False, "the reward model's score of (instruction, response), higher is better", FINITE),
+}
+
 # scores/<target>/<scorer>.skipped.jsonl: candidates the target could not score, with the reason.
 SKIPPED = {
     "candidate_id": Field(STR, True, True, "the pool candidate"),
@@ -137,6 +146,7 @@ ALL = {
     "candidate": CANDIDATE,
     "pool": POOL,
     "scored": SCORED,
+    "reward": REWARD,
     "skipped": SKIPPED,
     "selection": SELECTION,
     "eval_sample": EVAL_SAMPLE,

@@ -45,6 +45,8 @@ class Field(NamedTuple):
 def describe_bounds(bounds: tuple[float, float]) -> str:
     """`bounds` in words: "<= 0", ">= 1", "in [0, 1]" (for error messages and docs/data_contract.md)."""
     low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in bounds)
+    if bounds == (-math.inf, math.inf):
+        return "any finite number"
     if bounds[0] == -math.inf:
         return f"<= {high}"
     if bounds[1] == math.inf:

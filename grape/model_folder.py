@@ -50,16 +50,18 @@ def load_tokenizer(folder: str | Path, padding_side: str = "right"):
     return tok
 
 
-def load_model(folder: str | Path, dtype=None, device: str | None = None, **from_pretrained):
-    """The folder's model in `dtype` (the one dtype rule by default) on `device`; `from_pretrained`: further
-    arguments for transformers (e.g. `attn_implementation`)."""
-    from transformers import AutoModelForCausalLM
+def load_model(folder: str | Path, dtype=None, device: str | None = None, head: str = "causal_lm", **from_pretrained):
+    """The folder's model in `dtype` (the one dtype rule by default) on `device`: a causal LM, or with `head="reward"`
+    a sequence-classification model (a reward model); `from_pretrained`: further arguments for transformers (e.g.
+    `attn_implementation`)."""
+    import transformers
 
     from grape import runtime
 
     path, manifest = resolve(folder)
     device = device or runtime.device()
-    model = AutoModelForCausalLM.from_pretrained(
+    auto = transformers.AutoModelForSequenceClassification if head == "reward" else transformers.AutoModelForCausalLM
+    model = auto.from_pretrained(
         path,
         revision=manifest.get("revision"),
         dtype=dtype or runtime.dtype_for(device),

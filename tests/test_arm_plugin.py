@@ -66,17 +66,24 @@ def re_jobs(text: str):
             yield name, int(n)
 
 
-def test_grape_rounds_rescore_with_the_last_rounds_model_and_train_the_base_target_again(tiny_run, tmp_path):
+ROUNDS_AND_REWARD = ("grape_rounds=2 +model@models.rm=tiny_random +models.rm.head=reward select.reward_model=rm "
+                     "select.arms=[grape,reverse,random,strongest,all,original,reward]")  # fmt: skip
+
+
+def test_grape_rounds_and_the_reward_arm_on_a_finished_run(tiny_run, tmp_path):
     """`grape_rounds: 2` on a finished run (the paper's App. G): the pool is scored by round 1's GRAPE model, GRAPE
-    picks again from those scores, the base target is fine-tuned on the new pick and evaluated; nothing else runs."""
+    picks again from those scores, the base target is fine-tuned on the new pick and evaluated. The `reward` arm
+    (App. B.1): a tiny random reward model is built, scores the pool, and its best-rewarded picks are trained and
+    evaluated. Nothing else runs."""
     workdir, _ = tiny_run
     work = tmp_path / "run"
     shutil.copytree(workdir, work, symlinks=True)
-    dry = snakemake(work, "--cores", "2", "-n", "--config", "experiment=tiny", "overrides=grape_rounds=2")
+    args = ("--cores", "2", "--config", "experiment=tiny", f"overrides={ROUNDS_AND_REWARD}")
+    dry = snakemake(work, "-n", *args)
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
-    assert dict(re_jobs(dry.stdout)) == {"compose": 1, "score_shard": 2, "score_gather": 1, "select": 1, "sft": 1,
-                                         "evaluate": 1, "report": 1}, dry.stdout[-3000:]  # fmt: skip
-    real = snakemake(work, "--cores", "2", "--config", "experiment=tiny", "overrides=grape_rounds=2")
+    assert dict(re_jobs(dry.stdout)) == {"compose": 1, "model": 1, "reward": 1, "score_shard": 2, "score_gather": 1,
+                                         "select": 2, "sft": 2, "evaluate": 2, "report": 1}, dry.stdout[-3000:]  # fmt: skip
+    real = snakemake(work, *args)
     assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-4000:]
     r = work / "results" / "tiny"
     shard = json.loads((r / "scores/tiny_a/grape/shard0-of-2.jsonl.meta.json").read_text())
@@ -87,6 +94,8 @@ def test_grape_rounds_rescore_with_the_last_rounds_model_and_train_the_base_targ
     tuned = json.loads((r / "sft/tiny_a/grape.r2/grape_meta.json").read_text())
     assert tuned["inputs"]["model"]["path"].endswith("models/tiny_a")  # the base target, trained again
     table = list(csv.DictReader(open(r / "report/results.csv")))
-    assert "grape.r2" in {t["arm"] for t in table}
+    assert {"grape.r2", "reward"} <= {t["arm"] for t in table}
+    picked = json.loads((r / "selections/tiny_a/reward.jsonl.meta.json").read_text())
+    assert picked["inputs"]["scores"]["path"].endswith("rewards/rm.jsonl") and picked["counts"]["examples"] == 6
     html = (r / "report/summary.html").read_text()
     assert "<h2>GRAPE rounds</h2>" in html and "picks_changed" in html

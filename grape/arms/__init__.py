@@ -3,7 +3,8 @@
 An arm is a module with
 - `NAME`: the name `select.arms` lists;
 - `SCORES`: True when it ranks by the target's scores (the workflow then hands it `scores/<target>/base.jsonl`, and
-  rescoring reruns it; the other arms never wait for scoring);
+  rescoring reruns it; the other arms never wait for scoring); `RANKS_BY = "rewards"` instead: by a reward model's
+  scores (`rewards/<select.reward_model>.jsonl`);
 - `READS`: the `select.*` settings it reads (`k`, `original_sources`, `strongest_source`, `exclude_self`): its job's
   params hold exactly these, so adding an arm, or changing another arm's setting, reruns nothing of this one;
 - `OPTIONS`: a JSON schema for its own settings under `select.options.<NAME>` (checked with the config);
@@ -29,7 +30,7 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Mapping
 
-READABLE = ("k", "original_sources", "strongest_source", "exclude_self")
+READABLE = ("k", "original_sources", "strongest_source", "exclude_self", "reward_model")
 
 
 @dataclass
@@ -89,6 +90,12 @@ def registry() -> dict[str, ModuleType]:
             raise ValueError(f"arm plugin {mod.__name__} ({name!r}) {why}")
         found[name] = mod
     return found
+
+
+def ranks_by(name: str) -> str | None:
+    """What an arm ranks by: "scores" (the target's log-probs), "rewards" (a reward model's), or None."""
+    mod = get(name)
+    return "scores" if mod.SCORES else getattr(mod, "RANKS_BY", None)
 
 
 def get(name: str) -> ModuleType:

@@ -67,7 +67,9 @@ def build(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
         **extra,
     )
     torch.manual_seed(cfg["init_seed"])
+    if cfg.get("head") == "reward":  # a reward model: one score per sequence (AutoModelForSequenceClassification)
+        model_cls, config.num_labels = model_cls.replace("CausalLM", "SequenceClassification"), 1
     model = getattr(transformers, model_cls)(config).to(torch.float32)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    return {}
+    return {"head": cfg.get("head") or "causal_lm"}

@@ -28,6 +28,7 @@ from typing import Mapping
 
 from grape import arms
 from grape.arms import Choice
+from grape.contracts import REWARD, SCORED
 from grape.io import DataError, atomic_path, fast_dumps
 from grape.parallel import concat, starmap, workers
 from grape.select import index
@@ -111,8 +112,11 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
     sel, arm = params["select"], params["arm"]
     plugin = arms.get(arm)
     Template.from_config(params["template"])  # a bad template stops the job before the pool is read
-    if plugin.SCORES and not scores_path:
-        raise ValueError(f"arm {arm!r} needs the target's scores (--scores)")
+    ranks_by = arms.ranks_by(arm)
+    if ranks_by and not scores_path:
+        raise ValueError(
+            f"arm {arm!r} needs the {'target' if ranks_by == 'scores' else 'reward model'}'s {ranks_by} (--scores)"
+        )
     n_workers = workers(params.get("threads"))
     settings = (arm, params["seed"], sel)
     try:
@@ -121,7 +125,8 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
         only_own = getattr(plugin, "ONLY_OWN", False)
         groups, own = _own_samples(groups, params.get("target"), only_own, bool(sel.get("exclude_self")))
         _GROUPS.update(groups)
-        _SCORES.update(index.scores(scores_path, known, pool_path) if scores_path else {})
+        spec = (REWARD, "reward") if ranks_by == "rewards" else (SCORED, "mean_logprob")
+        _SCORES.update(index.scores(scores_path, known, pool_path, *spec) if scores_path else {})
         del known
         _IIDS.extend(sorted(groups))
         del groups

@@ -130,21 +130,24 @@ def _unknown(path: str, cid: str, pool_path: str | None) -> DataError:
     )
 
 
-def scores(path: str, known: Container[str] | None = None, pool_path: str | None = None) -> dict[str, float]:
-    """candidate id -> mean log-prob (GRAPE's criterion), every row checked against `SCORED` (ranges included).
-    `known`: the pool's candidate ids; a score of any other candidate is an error (`pool_path` names the pool)."""
-    cols = _columns(path, SCORED, ["candidate_id", "mean_logprob"])
+def scores(
+    path: str, known: Container[str] | None = None, pool_path: str | None = None, spec=SCORED, field="mean_logprob"
+) -> dict[str, float]:
+    """candidate id -> its `field` (mean log-prob, GRAPE's criterion; or a reward model's `reward` with `REWARD`),
+    every row checked against `spec` (ranges included). `known`: the pool's candidate ids; a score of any other
+    candidate is an error (`pool_path` names the pool)."""
+    cols = _columns(path, spec, ["candidate_id", field])
     if cols is None:
         pairs = [
-            (r["candidate_id"], r["mean_logprob"])
-            for r in (row for *_, row in iter_jsonl_located(path, SCORED, unique="candidate_id", loads=orjson.loads))
+            (r["candidate_id"], r[field])
+            for r in (row for *_, row in iter_jsonl_located(path, spec, unique="candidate_id", loads=orjson.loads))
         ]
     else:
-        pairs = zip(cols["candidate_id"], cols["mean_logprob"])
+        pairs = zip(cols["candidate_id"], cols[field])
     out: dict[str, float] = {}
     for cid, value in pairs:
         if cid in out:
-            _raise_precisely(path, SCORED)
+            _raise_precisely(path, spec)
         if known is not None and cid not in known:
             raise _unknown(path, cid, pool_path)
         out[cid] = float(value)

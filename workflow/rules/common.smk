@@ -132,8 +132,11 @@ def scorer_model(wc):
 
 def select_scores(wc):
     """Only arms declared SCORES read scores (rescoring does not retrain the others); round r of GRAPE reads the
-    scores of round r-1's GRAPE model (grape.arms.scorer_of)."""
-    if not gconfig.arm_reads_scores(wc.arm):
+    scores of round r-1's GRAPE model (grape.arms.scorer_of); the reward arm a reward model's."""
+    ranks_by = garms.ranks_by(wc.arm)
+    if ranks_by == "rewards":  # a reward model's scores (the reward arm)
+        return [f"{RESULTS}/rewards/{CFG['select']['reward_model']}.jsonl"]
+    if ranks_by != "scores":
         return []
     return [f"{RESULTS}/scores/{wc.target}/{garms.scorer_of(wc.arm)}.jsonl"]
 

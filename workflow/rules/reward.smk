@@ -1,0 +1,19 @@
+# The reward arm's scores (the paper's App. B.1): a reward model (select.reward_model) scores every pool candidate.
+rule reward:
+    input:
+        model=f"{RESULTS}/models/{{model}}",
+        pool=f"{RESULTS}/pool/pool.jsonl",
+    output:
+        f"{RESULTS}/rewards/{{model}}.jsonl",
+    log:
+        f"{RESULTS}/logs/reward/{{model}}.log",
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        **job_resources("score", "model"),
+    params:
+        cfg=slice_of("reward"),
+    shell:
+        "grape reward --params {params.cfg:q} --threads {threads} --model {input.model:q} --pool {input.pool:q} "
+        "--output {output:q} > {log:q} 2>&1"
