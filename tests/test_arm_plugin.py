@@ -1,7 +1,5 @@
-"""Extending a finished run. An arm is one module: a toy arm, installed as a plugin (the `grape.arms` entry point group) with no file of the
-suite touched, is added to a finished `tiny` run and runs end to end (its selection, fine-tune, evaluation and the
-report), and nothing else reruns. Multi-round GRAPE scores with a fine-tuned model (a model referenced by what it
-is: target, arm, round)."""
+"""Extending a finished run: an arm plugin (one module, no file of the suite touched), multi-round GRAPE (a
+fine-tuned model scores: models referenced by what they are) and the reward arm each run only their own jobs."""
 
 from __future__ import annotations
 
@@ -33,7 +31,15 @@ def choose(c: Choice) -> list[dict]:
 '''
 
 
-def test_a_toy_arm_plugin_runs_end_to_end_and_alone(tiny_run, tmp_path, monkeypatch):
+def test_a_plugin_arm_grape_rounds_and_the_reward_arm_join_a_finished_run_alone(tiny_run, tmp_path, monkeypatch):
+    """On a finished `tiny` run, one config change adds three things, and only their own jobs run:
+    - a toy arm installed as a plugin (entry point group `grape.arms`), with its own option, no file of the suite
+      touched: its selection, fine-tune and evaluation;
+    - `grape_rounds: 2` (the paper's App. G): the pool scored by round 1's GRAPE model, GRAPE picking again from
+      those scores, the base target fine-tuned on the new pick and evaluated;
+    - the `reward` arm (App. B.1): a tiny random reward model built, scoring the pool, its best-rewarded picks
+      trained and evaluated;
+    then the report, with every arm and the picks each GRAPE round changed."""
     workdir, _ = tiny_run
     work = tmp_path / "run"
     shutil.copytree(workdir, work, symlinks=True)  # the finished run (outputs and snakemake's records)
@@ -43,18 +49,31 @@ def test_a_toy_arm_plugin_runs_end_to_end_and_alone(tiny_run, tmp_path, monkeypa
     (site / "toy_arm-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-arm\nVersion: 0.1\n")
     (site / "toy_arm-0.1.dist-info" / "entry_points.txt").write_text("[grape.arms]\nby_source = toy_arm\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    arms = "select.arms=[grape,reverse,random,strongest,all,original,by_source] +select.options.by_source.last=true"
-    dry = snakemake(work, "--cores", "2", "-n", "--config", "experiment=tiny", f"overrides={arms}")
+    change = ("select.arms=[grape,reverse,random,strongest,all,original,by_source,reward] "
+              "+select.options.by_source.last=true grape_rounds=2 +model@models.rm=tiny_random +models.rm.head=reward "
+              "select.reward_model=rm")  # fmt: skip
+    args = ("--cores", "2", "--config", "experiment=tiny", f"overrides={change}")
+    dry = snakemake(work, "-n", *args)
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
-    stats = dict(re_jobs(dry.stdout))
-    assert stats == {"compose": 1, "select": 1, "sft": 1, "evaluate": 1, "report": 1}, dry.stdout[-3000:]
-    real = snakemake(work, "--cores", "2", "--config", "experiment=tiny", f"overrides={arms}")
+    assert dict(re_jobs(dry.stdout)) == {"compose": 1, "model": 1, "reward": 1, "score_shard": 2, "score_gather": 1,
+                                         "select": 3, "sft": 3, "evaluate": 3, "report": 1}, dry.stdout[-3000:]  # fmt: skip
+    real = snakemake(work, *args)
     assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-4000:]
     r = work / "results" / "tiny"
     picked = [json.loads(line) for line in (r / "selections/tiny_a/by_source.jsonl").read_text().splitlines()]
     assert len(picked) == 6 and {p["source"] for p in picked} == {"tiny_b"}  # one per instruction, the last source
+    shard = json.loads((r / "scores/tiny_a/grape/shard0-of-2.jsonl.meta.json").read_text())
+    assert shard["inputs"]["model"]["path"].endswith("sft/tiny_a/grape")  # scored by round 1's GRAPE model
+    sel = json.loads((r / "selections/tiny_a/grape.r2.jsonl.meta.json").read_text())
+    assert sel["inputs"]["scores"]["path"].endswith("scores/tiny_a/grape.jsonl")
+    tuned = json.loads((r / "sft/tiny_a/grape.r2/grape_meta.json").read_text())
+    assert tuned["inputs"]["model"]["path"].endswith("models/tiny_a")  # the base target, trained again
+    rewarded = json.loads((r / "selections/tiny_a/reward.jsonl.meta.json").read_text())
+    assert rewarded["inputs"]["scores"]["path"].endswith("rewards/rm.jsonl") and rewarded["counts"]["examples"] == 6
     table = list(csv.DictReader(open(r / "report/results.csv")))
-    assert "by_source" in {t["arm"] for t in table}
+    assert {"by_source", "grape.r2", "reward"} <= {t["arm"] for t in table}
+    html = (r / "report/summary.html").read_text()
+    assert "<h2>GRAPE rounds</h2>" in html and "picks_changed" in html
     assert sys.modules.get("toy_arm") is None  # the plugin lived in the workflow's processes only
 
 
@@ -64,38 +83,3 @@ def re_jobs(text: str):
     for name, n in re.findall(r"^(\w+)\s+(\d+)$", text, re.M):
         if name not in ("total", "all"):
             yield name, int(n)
-
-
-ROUNDS_AND_REWARD = ("grape_rounds=2 +model@models.rm=tiny_random +models.rm.head=reward select.reward_model=rm "
-                     "select.arms=[grape,reverse,random,strongest,all,original,reward]")  # fmt: skip
-
-
-def test_grape_rounds_and_the_reward_arm_on_a_finished_run(tiny_run, tmp_path):
-    """`grape_rounds: 2` on a finished run (the paper's App. G): the pool is scored by round 1's GRAPE model, GRAPE
-    picks again from those scores, the base target is fine-tuned on the new pick and evaluated. The `reward` arm
-    (App. B.1): a tiny random reward model is built, scores the pool, and its best-rewarded picks are trained and
-    evaluated. Nothing else runs."""
-    workdir, _ = tiny_run
-    work = tmp_path / "run"
-    shutil.copytree(workdir, work, symlinks=True)
-    args = ("--cores", "2", "--config", "experiment=tiny", f"overrides={ROUNDS_AND_REWARD}")
-    dry = snakemake(work, "-n", *args)
-    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
-    assert dict(re_jobs(dry.stdout)) == {"compose": 1, "model": 1, "reward": 1, "score_shard": 2, "score_gather": 1,
-                                         "select": 2, "sft": 2, "evaluate": 2, "report": 1}, dry.stdout[-3000:]  # fmt: skip
-    real = snakemake(work, *args)
-    assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-4000:]
-    r = work / "results" / "tiny"
-    shard = json.loads((r / "scores/tiny_a/grape/shard0-of-2.jsonl.meta.json").read_text())
-    assert shard["inputs"]["model"]["path"].endswith("sft/tiny_a/grape")  # scored by round 1's GRAPE model
-    assert (r / "scores/tiny_a/grape.jsonl").stat().st_size > 0
-    sel = json.loads((r / "selections/tiny_a/grape.r2.jsonl.meta.json").read_text())
-    assert sel["inputs"]["scores"]["path"].endswith("scores/tiny_a/grape.jsonl")
-    tuned = json.loads((r / "sft/tiny_a/grape.r2/grape_meta.json").read_text())
-    assert tuned["inputs"]["model"]["path"].endswith("models/tiny_a")  # the base target, trained again
-    table = list(csv.DictReader(open(r / "report/results.csv")))
-    assert {"grape.r2", "reward"} <= {t["arm"] for t in table}
-    picked = json.loads((r / "selections/tiny_a/reward.jsonl.meta.json").read_text())
-    assert picked["inputs"]["scores"]["path"].endswith("rewards/rm.jsonl") and picked["counts"]["examples"] == 6
-    html = (r / "report/summary.html").read_text()
-    assert "<h2>GRAPE rounds</h2>" in html and "picks_changed" in html

@@ -50,21 +50,6 @@ def _sample(grape: str, params: dict, model, train, out) -> dict:
     return json.loads(Path(f"{out}.meta.json").read_text())["counts"]
 
 
-@needs_vllm
-def test_the_vllm_backend_samples_reproducibly(tiny_model_dir, tmp_path):
-    train, grape = _train(tmp_path / "train.jsonl"), str(VENV / "bin" / "grape")
-    params = _params("vllm")
-    a = _sample(grape, params, tiny_model_dir, train, tmp_path / "a.jsonl")
-    rows = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert a["candidates"] == len(rows) == 6 * 2 and a["missing"] == 0
-    assert a["cost"]["prompt_tokens"] > 6 * 5 and a["cost"]["completion_tokens"] > 0
-    assert {r["finish"] for r in rows} <= {"stop", "eos", "length"}
-    assert len({r["response"] for r in rows}) > 1  # samples differ
-    params["sample"]["batch_size"] = 3  # other chunks: the seeds are per instruction, so the same candidates
-    _sample(grape, params, tiny_model_dir, train, tmp_path / "b.jsonl")
-    assert (tmp_path / "b.jsonl").read_text() == (tmp_path / "a.jsonl").read_text()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,11 +193,23 @@ def test_one_config_line_puts_the_workflows_sampling_on_vllm(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not left, f"processes outlived the workflow: {left}"
     assert not list(marks.iterdir()), "config values ran as shell code"
-    log = (work / "results/tiny/logs/sample/tiny_a.log").read_text()
+    r = work / "results/tiny"
+    log = (r / "logs/sample/tiny_a.log").read_text()
     assert "vLLM on CPU: KV cache" in log and "(vllm)" in log
-    meta = json.loads((work / "results/tiny/candidates/tiny_a.jsonl.meta.json").read_text())
+    meta = json.loads((r / "candidates/tiny_a.jsonl.meta.json").read_text())
     assert meta["params"]["sample"]["backend"] == "vllm"
-    assert meta["counts"]["candidates"] == 6 * 2 and meta["counts"]["cost"]["completion_tokens"] > 0
+    c = meta["counts"]
+    assert c["candidates"] == 6 * 2 and c["missing"] == 0 and c["cost"]["completion_tokens"] > 0
+    assert c["cost"]["prompt_tokens"] > 6 * 5
+    rows = [json.loads(x) for x in (r / "candidates/tiny_a.jsonl").read_text().splitlines()]
+    assert {x["finish"] for x in rows} <= {"stop", "eos", "length"} and len({x["response"] for x in rows}) > 1
+    # reproducible: the same job in other chunks gives the same candidates (seeds are per instruction)
+    params = json.loads(json.dumps(meta["params"]))
+    params["sample"]["batch_size"] = 3
+    again = _sample(
+        str(VENV / "bin" / "grape"), params, r / "models/tiny_a", r / "data/train.jsonl", tmp_path / "b.jsonl"
+    )
+    assert again["chunks"] == 2 and (tmp_path / "b.jsonl").read_text() == (r / "candidates/tiny_a.jsonl").read_text()
 
 
 def test_the_cpu_kv_cache_is_bounded_and_holds_one_full_sequence(tiny_model_dir):

@@ -10,7 +10,6 @@ MinJobAge >= 3 x the initial status delay: the script sets 300 s) and runs witho
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,10 +24,10 @@ SCRIPT = Path(os.environ.get("GRAPE_SLURM_SCRIPT", REPO.parent / "shared" / "too
 SAME = ["pool/pool.jsonl", "scores/tiny_a/base.jsonl"] + [
     f"selections/tiny_a/{arm}.jsonl" for arm in ("grape", "reverse", "random", "strongest", "all", "original")
 ]
-# Every kind of job goes through sbatch (data, model, sample, verify, score, select; one sft and one evaluate): the
-# executor, the profile and the resources are what is tested here; the other arms' fine-tunes and evaluations are
-# the same rules again and would only add minutes (the local run checks them).
-TARGETS = [f"results/tiny/{rel}" for rel in SAME] + ["results/tiny/evaluate/tiny_a/grape/local.json"]
+# The jobs up to every selection go through sbatch (data, model, sample, verify, score shards and gather, select):
+# the executor, the profile, resources and run options are what is tested here; fine-tunes and evaluations are
+# model jobs of the same kind (resources per model, one more level of the DAG each) and would only add minutes.
+TARGETS = [f"results/tiny/{rel}" for rel in SAME]
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +77,10 @@ def test_tiny_through_the_slurm_executor_matches_the_local_run(cluster, tiny_run
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:] + "\n" + _cluster_state()
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
-    assert len(submitted) >= 15, "the jobs did not go through sbatch"  # every job of the targets
+    assert len(submitted) >= 14, "the jobs did not go through sbatch"  # every job of the targets
     assert not (tmp_path / ".snakemake" / "slurm_logs").exists() or not list(
         (tmp_path / ".snakemake" / "slurm_logs").rglob("*.log")
     )  # the executor keeps only failed jobs' logs: none failed
     remote = tmp_path / "results" / "tiny"
     for rel in SAME:
         assert (remote / rel).read_bytes() == (local / rel).read_bytes(), rel
-    ours, theirs = (
-        json.loads((r / "evaluate/tiny_a/grape/local.json").read_text())["benchmarks"] for r in (remote, local)
-    )
-    assert {k: v["accuracy"] for k, v in ours.items()} == {k: v["accuracy"] for k, v in theirs.items()}
