@@ -109,6 +109,7 @@ SELECTION = {
     "mean_logprob": Field(
         (int, float, type(None)), True, False, "the target's score (null for unscored arms)", LOGPROB
     ),
+    "reward": Field((int, float), False, False, "the reward model's score (the reward arm only)", FINITE),
     "messages": Field((list,), True, False, "chat form `[{role, content}]` (TRL, open-instruct, LLaMA-Factory)"),
     "task": TRAIN["task"],
 }

@@ -87,11 +87,15 @@ def test_selection_sizes(run):
     }
     assert sizes["random"] == sizes["original"] == 6
     assert sizes["all"] == len(pool)
-    assert sizes["strongest"] == sum(1 for p in pool if p["source"] == "tiny_b") + sum(
-        1
-        for iid in {p["instruction_id"] for p in pool}
-        if not any(p["source"] == "tiny_b" and p["instruction_id"] == iid for p in pool)
+    # strongest: only tiny_b's responses, as many per instruction as the original has (the paper's definition)
+    per = {iid: sum(p["source"] == "original" and p["instruction_id"] == iid for p in pool) for iid in sizes_iids(pool)}
+    assert sizes["strongest"] == sum(
+        min(n, sum(p["source"] == "tiny_b" and p["instruction_id"] == iid for p in pool)) for iid, n in per.items()
     )
+
+
+def sizes_iids(pool) -> set[str]:
+    return {p["instruction_id"] for p in pool}
 
 
 def test_sft_changed_the_weights(run):

@@ -46,22 +46,24 @@ def _slices(n: int, k: int) -> list[tuple[int, int]]:
     return list(zip(cuts, cuts[1:]))
 
 
-def _write_part(pool_path: str, lo: int, hi: int, template_cfg: Mapping, out: str) -> Counter:
-    """Examples `_PICKED[lo:hi]` to `out`, read back from the pool by byte offset; returns them by source."""
+def _write_part(pool_path: str, lo: int, hi: int, template_cfg: Mapping, out: str, field: str) -> Counter:
+    """Examples `_PICKED[lo:hi]` to `out`, read back from the pool by byte offset, each with its score as `field`;
+    returns them by source."""
     template, by_source = Template.from_config(template_cfg), Counter()
     with open(pool_path, "rb") as fh, open(out, "wb", buffering=1 << 20) as dst:
         for _, _, at, score in _PICKED[lo:hi]:
             fh.seek(at)
             row = index.checked_row(pool_path, fh.readline(), at)
             by_source[row["source"]] += 1
-            dst.write(fast_dumps(example(template, row, score)) + b"\n")
+            dst.write(fast_dumps(example(template, row, score, field)) + b"\n")
     return by_source
 
 
-def example(template: Template, c: Mapping, score: float | None) -> dict:
+def example(template: Template, c: Mapping, score: float | None, field: str = "mean_logprob") -> dict:
     """One training example in the forms SFT tools read as they are: prompt/completion (TRL's prompt-completion
     form: the scored `Question:/Answer:` text, split where the loss starts) and chat `messages` (TRL conversational,
-    open-instruct, LLaMA-Factory; the whole conversation for a multi-turn instruction)."""
+    open-instruct, LLaMA-Factory; the whole conversation for a multi-turn instruction). `score` is the target's mean
+    log-prob (`field` mean_logprob), or a reward model's (`field` reward: mean_logprob is then null)."""
     prompt, completion = template.render_prompt(c["instruction"]), template.render_response(c["response"])
     context = c.get("context") or [{"role": "user", "content": c["instruction"]}]
     row = {
@@ -70,7 +72,8 @@ def example(template: Template, c: Mapping, score: float | None) -> dict:
         "instruction_id": c["instruction_id"],
         "candidate_id": c["candidate_id"],
         "source": c["source"],
-        "mean_logprob": score,
+        "mean_logprob": score if field == "mean_logprob" else None,
+        **({field: score} if field != "mean_logprob" else {}),
         "messages": [*context, {"role": "assistant", "content": c["response"]}],
     }
     if c.get("task") is not None:
@@ -151,11 +154,12 @@ def run(params: Mapping, pool_path: str, scores_path: str | None, out: str) -> d
         with atomic_path(out) as tmp:
             k = n_workers if len(_PICKED) >= MIN_PARALLEL else 1  # a small selection is not worth a fork
             calls = [
-                (pool_path, a, b, params["template"], f"{tmp}.{i}") for i, (a, b) in enumerate(_slices(len(_PICKED), k))
+                (pool_path, a, b, params["template"], f"{tmp}.{i}", spec[1])
+                for i, (a, b) in enumerate(_slices(len(_PICKED), k))
             ]
             for part in starmap(_write_part, calls):
                 by_source.update(part)
-            concat([call[-1] for call in calls], tmp)
+            concat([call[4] for call in calls], tmp)
         n = len(_PICKED)
     finally:
         for state in (_PICKED, _GROUPS, _SCORES, _IIDS):
