@@ -147,18 +147,50 @@ def test_lm_eval_metric_and_report(run):
     assert "grape" in html and (r / "report/source_share.svg").stat().st_size > 1000
 
 
-def _dry_jobs(workdir, overrides: str = "") -> list[tuple[str, dict]]:
-    """(rule, wildcards) of every job `snakemake -n` would run after a config change."""
-    args = ["--cores", "2", "-n", "--config", "experiment=tiny", *([f"overrides={overrides}"] if overrides else [])]
-    proc = snakemake(workdir, *args)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
-        m = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if m and m.group(1) != "all":
-            wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-            jobs.append((m.group(1), dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}))
-    return jobs
+def _dry_jobs(workdir, *changes: str) -> list[list[tuple[str, dict]]]:
+    """Per config change, (rule, wildcards) of every job `snakemake -n` would run: the dry runs go side by side (they
+    write nothing, so they share the finished run)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(REPO / "Snakefile"),
+                "-d",
+                str(workdir),
+                "--cores",
+                "2",
+                "-n",
+                "--config",
+                "experiment=tiny",
+                *([f"overrides={c}"] if c else []),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for c in changes
+    ]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+        jobs = []
+        for block in re.split(r"\n(?=(?:local)?rule \w+:)", stdout):
+            m = re.match(r"(?:local)?rule (\w+):", block.strip())
+            if m and m.group(1) != "all":
+                wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+                jobs.append((m.group(1), dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}))
+        out.append(jobs)
+    return out
 
 
 def _kinds(jobs) -> dict[str, int]:
@@ -171,28 +203,26 @@ def _kinds(jobs) -> dict[str, int]:
 def test_a_rerun_runs_exactly_what_a_change_touches(run):
     """Params are what changes the output: nothing else reruns (asserted from `snakemake -n`'s job list)."""
     workdir, _ = run
-    assert _dry_jobs(workdir) == []
-    # operational values: another machine's cores, a retry, the request window, checkpoints
-    assert (
-        _dry_jobs(workdir, "threads=1 sample.concurrency=4 sample.retries=9 sample.timeout_s=9 sft.save_steps=5") == []
+    same, operational, recipe, added, bench, chain = _dry_jobs(
+        workdir,
+        "",
+        # operational values: another machine's cores, a retry, the request window, checkpoints
+        "threads=1 sample.concurrency=4 sample.retries=9 sample.timeout_s=9 sft.save_steps=5",
+        "sft.lr=0.02",  # the recipe
+        "select.arms=[grape,reverse,random,strongest,all,original,self]",  # one more arm
+        "evaluate.tasks=[local,gsm_plus]",  # one more benchmark
+        "targets=[tiny_a,tiny_b]",  # one more target (tiny_b is already a source: no model job)
     )
+    assert same == [] and operational == []
     # the recipe: every fine-tune and what evaluates or reports it, nothing upstream
-    assert _kinds(_dry_jobs(workdir, "sft.lr=0.02")) == {"compose": 1, "sft": 6, "evaluate": 6, "report": 1}
+    assert _kinds(recipe) == {"compose": 1, "sft": 6, "evaluate": 6, "report": 1}
     # one more arm: its own selection, fine-tune and evaluation, and the report
-    added = _dry_jobs(workdir, "select.arms=[grape,reverse,random,strongest,all,original,self]")
     assert _kinds(added) == {"compose": 1, "select": 1, "sft": 1, "evaluate": 1, "report": 1}
     assert all(wc.get("arm", "self") == "self" for _, wc in added)
-    # another arm's setting is not this arm's: strongest_source reruns the strongest arm only
-    assert {wc.get("arm") for r, wc in _dry_jobs(workdir, "select.strongest_source=tiny_a") if r != "report"} <= {
-        "strongest",
-        None,
-    }
     # one more benchmark: its evaluation of every model, and the report
-    bench = _dry_jobs(workdir, "evaluate.tasks=[local,gsm_plus]")
     assert _kinds(bench) == {"compose": 1, "evaluate": 7, "report": 1}
     assert {wc["benchmark"] for r, wc in bench if r == "evaluate"} == {"gsm_plus"}
-    # one more target: its own chain only (tiny_b is already a source: no model job)
-    chain = _dry_jobs(workdir, "targets=[tiny_a,tiny_b]")
+    # one more target: its own chain only
     assert {wc.get("target") for r, wc in chain if r not in ("compose", "report")} == {"tiny_b"}
     assert {"score_shard", "select", "sft", "evaluate"} <= set(_kinds(chain)) and "sample" not in _kinds(chain)
     # a dry run writes nothing: the composed config on disk is still the one the run wrote
