@@ -70,13 +70,26 @@ def tiny_llama(tok, attn="sdpa", hidden=64):
 
 def snakemake(workdir, *args: str, timeout: int = 1200):
     """The real `snakemake` on this checkout's Snakefile, in `workdir`, with this venv's `grape` first on PATH."""
+    import subprocess
+
+    proc = snakemake_started(workdir, *args)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def snakemake_started(workdir, *args: str):
+    """`snakemake` as above, started and not waited for (a Popen with text pipes): several side by side."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def run_in_own_group(cmd, env, timeout: int):

@@ -150,35 +150,10 @@ def test_lm_eval_metric_and_report(run):
 def _dry_jobs(workdir, *changes: str) -> list[list[tuple[str, dict]]]:
     """Per config change, (rule, wildcards) of every job `snakemake -n` would run: the dry runs go side by side (they
     write nothing, so they share the finished run)."""
-    import os
-    import subprocess
-    import sys
+    from helpers import snakemake_started
 
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(REPO / "Snakefile"),
-                "-d",
-                str(workdir),
-                "--cores",
-                "2",
-                "-n",
-                "--config",
-                "experiment=tiny",
-                *([f"overrides={c}"] if c else []),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        for c in changes
-    ]
+    procs = [snakemake_started(workdir, "--cores", "2", "-n", "--config", "experiment=tiny",
+                               *([f"overrides={c}"] if c else [])) for c in changes]  # fmt: skip
     out = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
