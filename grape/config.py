@@ -185,13 +185,6 @@ def trained_arms(cfg: Mapping) -> list[str]:
     return [*cfg["select"]["arms"], *arms.round_arms(cfg["select"]["arms"], cfg["grape_rounds"])]
 
 
-def arm_reads_scores(arm: str) -> bool:
-    """Whether an arm ranks by the target's scores (its select job then waits for them and reruns on rescoring)."""
-    from grape import arms
-
-    return bool(arms.get(arm).SCORES)
-
-
 def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
     if isinstance(value, Mapping) and (value or not prefix):
         for k, v in value.items():

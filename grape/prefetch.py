@@ -17,10 +17,11 @@ looks local (`looks_local`) and does not exist is a missing file, never a hub id
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Mapping
+
+from grape.provenance import sha256_path
 
 # Suffixes of data files: a path ending in one is a file, never a hub id (hub ids such as `org/Llama-3.1-8B` have dots).
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".arrow", ".txt", ".gz", ".zst", ".bz2", ".xz")
@@ -119,14 +120,6 @@ def cached_commit(hub_id: str, revision: str | None) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch(cfg: Mapping, dry_run: bool = False) -> list[dict]:
     """Download `needs(cfg)` into the cache; one record per item (what `prefetch.json` holds)."""
     items = needs(cfg)
@@ -151,7 +144,7 @@ def fetch(cfg: Mapping, dry_run: bool = False) -> list[dict]:
             {
                 **item,
                 "commit": folder.name,  # snapshots/<commit>
-                "files": {str(p.relative_to(folder)): _sha256(p) for p in files},
+                "files": {str(p.relative_to(folder)): sha256_path(p) for p in files},
             }
         )
     return records

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from grape.provenance import package_versions
+from grape.provenance import package_versions, sha256_path
 
 FORMAT = "grape-job/1"
 # Libraries whose numerics write the outputs: a new version may write other numbers.
@@ -43,15 +43,10 @@ def determining(params: Mapping) -> dict:
     return json.loads(json.dumps(split_operational(params)[0], sort_keys=True, default=str))
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 @lru_cache(maxsize=256)
 def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
     """A file's sha256, computed once per process for an unchanged file (the key is its stat)."""
-    return sha256_file(path)
+    return sha256_path(path)
 
 
 def _digest(path: Path) -> str:

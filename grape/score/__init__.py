@@ -146,12 +146,8 @@ def gather(shard_paths: list[str], skipped_paths: list[str], out: str, skipped_o
     scored, skipped = gather_shards(parts)
     write_jsonl(out, scored)
     write_jsonl(skipped_out, skipped)
-    how, fids, seconds, aside = (
-        {},
-        [],
-        0.0,
-        {},
-    )  # backend and dtype (with why, what it changed), time: the shards' meta.json
+    # backend and dtype (with why, what it changed), time and set-aside checkpoints: as the shards' meta.json say
+    how, fids, seconds, aside = {}, [], 0.0, {}
     for path in shard_paths:
         meta = Path(f"{path}.meta.json")
         if meta.exists():
