@@ -113,13 +113,10 @@ def cmd_resources(args):
     print(resources.table(gconfig.compose(args.experiment, args.overrides)))
 
 
-def cmd_arms(args):
-    from grape import arms
+def cmd_plugins(args):
+    from grape import plugins
 
-    for name, mod in sorted(arms.registry().items()):  # what each arm reads (its job's params) and does
-        print(
-            f"{name:<10} scores={'yes' if mod.SCORES else 'no'}  reads={','.join(mod.READS)}\n  {arms.describe(name)}"
-        )
+    print(plugins.listing(args.kind))
 
 
 def cmd_model(args):
@@ -343,9 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--experiment", default="demo")
     rs.add_argument("overrides", nargs="*")
     rs.set_defaults(func=cmd_resources, stage="resources")
-    sub.add_parser("arms", help="the selection arms (plugins) and what each reads").set_defaults(
-        func=cmd_arms, stage="arms"
-    )
+    sp = sub.add_parser("plugins", help="every plugin (importers, model kinds, backends, arms) and what each does")
+    sp.add_argument("kind", nargs="?", choices=["importer", "model_kind", "sample_backend", "score_backend", "arm"])
+    sp.set_defaults(func=cmd_plugins, stage="plugins")
     pk = sub.add_parser("pick", help="score and select your own pool for one target, without Snakemake")
     pk.add_argument("--pool", required=True, help="a pool file, any JSONL/Parquet/Arrow file or directory, or a hub id")
     pk.add_argument("--target", required=True, help="a model folder, a config/model name, or a hub id")

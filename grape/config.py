@@ -134,12 +134,20 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
     for field in ("sources", "targets"):
         if len(set(cfg[field])) != len(cfg[field]):
             raise ConfigError(f"key '{field}': names repeat")
-    from grape import arms
+    from grape import arms, plugins
 
     try:
+        plugins.check_config(cfg)
         arms.check_settings(cfg["select"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    for i, name in enumerate(cfg["sources"]):
+        m = models[name]
+        if m["kind"] == "tuned" and m["experiment_name"] == cfg["name"]:
+            raise ConfigError(
+                f"key 'sources.{i}': model '{name}' is fine-tuned by this experiment ({cfg['name']}) on a selection "
+                "from the pool it would sample into; sample from another experiment's fine-tune"
+            )
     if "reward" in cfg["select"]["arms"] and cfg["select"]["reward_model"] not in models:
         raise ConfigError(
             f"key 'select.reward_model': {cfg['select']['reward_model']!r} is not a model under 'models' (the "

@@ -8,6 +8,7 @@ from itertools import product
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from grape import layout
 from grape.contracts import EVAL_SAMPLE
 from grape.io import DataError, check_row, read_json
 
@@ -27,6 +28,7 @@ class Inputs:
         """Map each (target, arm) to its files, checking that the names agree with the order."""
         targets, arms = list(params["targets"]), list(params["arms"])
         out = {"evals": {}, "trained": {}, "selections": {}, "scores": {}}
+        where = {"trained": layout.model, "selections": layout.selection, "scores": layout.scores}  # grape.layout
         for field, keys in (
             ("trained", list(product(targets, arms))),
             ("selections", list(product(targets, arms))),
@@ -36,22 +38,17 @@ class Inputs:
             if len(paths) != len(keys):
                 raise ValueError(f"report: {len(paths)} {field} files for {len(keys)} expected ({keys})")
             for (target, arm), path in zip(keys, paths):
-                p = Path(path)
-                name = p.name.removesuffix(".jsonl").removesuffix(".json")
-                expect = (target, arm) if arm else (target,)
-                got = (p.parent.name, name) if arm else (name,)
-                if got != expect:
-                    raise ValueError(f"report: {path} is not the {field} file of {'/'.join(expect)}")
-                out[field][target if field == "scores" else (target, arm)] = p
+                if not Path(path).as_posix().rstrip("/").endswith(where[field](target, arm)):
+                    raise ValueError(f"report: {path} is not the {field} file of {target}/{arm}")
+                out[field][target if field == "scores" else (target, arm)] = Path(path)
         benches = list(params["benchmarks"])  # evaluate/<target>/<arm>/<benchmark>.json, one job each
         keys = list(product(targets, ["base", *arms], benches))
         if len(self.evals) != len(keys):
             raise ValueError(f"report: {len(self.evals)} evaluation files for {len(keys)} expected ({keys})")
         for (target, arm, bench), path in zip(keys, self.evals):
-            p = Path(path)
-            if (p.parent.parent.name, p.parent.name, p.name.removesuffix(".json")) != (target, arm, bench):
+            if not Path(path).as_posix().endswith(layout.evaluation(target, arm, bench)):
                 raise ValueError(f"report: {path} is not the evaluation of {target}/{arm} on {bench}")
-            out["evals"].setdefault((target, arm), []).append(p)
+            out["evals"].setdefault((target, arm), []).append(Path(path))
         return out
 
 

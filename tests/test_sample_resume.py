@@ -79,9 +79,9 @@ def generate(params, model_dir, chunks):
 def test_requests_that_still_fail_are_listed_counted_and_bounded(tmp_path, monkeypatch):
     import pytest
 
-    from grape import sample
+    from grape import plugins, sample
 
-    monkeypatch.setitem(sample.BACKENDS, "failing", __name__)
+    monkeypatch.setitem(plugins.kind("sample_backend").builtin, "failing", __name__)
     cfg = gconfig.compose("tiny", ["sample.batch_size=2"])
     params = gconfig.stage_params(cfg, "sample", source="tiny_a")
     params["sample"] = {**params["sample"], "backend": "failing", "allow_missing": 0.6}

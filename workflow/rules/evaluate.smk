@@ -21,7 +21,7 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        f"{RESULTS}/evaluate/{{target}}/{{arm}}/{{benchmark}}.json",
+        at(layout.evaluation("{target}", "{arm}", "{benchmark}")),
     log:
         f"{RESULTS}/logs/evaluate/{{target}}/{{arm}}/{{benchmark}}.log",
     conda:

@@ -1,6 +1,8 @@
 rule model:
+    input:
+        model_inputs,
     output:
-        directory(f"{RESULTS}/models/{{model}}"),
+        directory(at(layout.model("{model}"))),
     log:
         f"{RESULTS}/logs/model/{{model}}.log",
     conda:

@@ -1,18 +1,18 @@
 rule report:
     input:
         evals=expand(
-            f"{RESULTS}/evaluate/{{target}}/{{arm}}/{{benchmark}}.json",
+            at(layout.evaluation("{target}", "{arm}", "{benchmark}")),
             target=CFG["targets"],
             arm=["base", *ARM_LIST],
             benchmark=BENCHMARKS,
         ),
-        trained=expand(f"{RESULTS}/sft/{{target}}/{{arm}}", target=CFG["targets"], arm=ARM_LIST),
+        trained=expand(at(layout.model("{target}", "{arm}")), target=CFG["targets"], arm=ARM_LIST),
         selections=expand(
-            f"{RESULTS}/selections/{{target}}/{{arm}}.jsonl", target=CFG["targets"], arm=ARM_LIST
+            at(layout.selection("{target}", "{arm}")), target=CFG["targets"], arm=ARM_LIST
         ),
-        scores=expand(f"{RESULTS}/scores/{{target}}/base.jsonl", target=CFG["targets"]),
+        scores=expand(at(layout.scores("{target}")), target=CFG["targets"]),
         counts=f"{RESULTS}/pool/verify_counts.json",
-        candidates=expand(f"{RESULTS}/candidates/{{source}}.jsonl", source=CFG["sources"]),
+        candidates=expand(at(layout.candidates("{source}")), source=CFG["sources"]),
     output:
         table=report(
             f"{RESULTS}/report/results.csv", caption="../report/results.rst", category="Results"

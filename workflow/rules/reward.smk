@@ -1,10 +1,10 @@
 # The reward arm's scores (the paper's App. B.1): a reward model (select.reward_model) scores every pool candidate.
 rule reward:
     input:
-        model=f"{RESULTS}/models/{{model}}",
+        model=at(layout.model("{model}")),
         pool=f"{RESULTS}/pool/pool.jsonl",
     output:
-        f"{RESULTS}/rewards/{{model}}.jsonl",
+        at(layout.rewards("{model}")),
     log:
         f"{RESULTS}/logs/reward/{{model}}.log",
     conda:

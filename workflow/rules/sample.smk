@@ -1,9 +1,9 @@
 rule sample:
     input:
-        model=f"{RESULTS}/models/{{source}}",
+        model=at(layout.model("{source}")),
         train=f"{RESULTS}/data/train.jsonl",
     output:
-        candidates=f"{RESULTS}/candidates/{{source}}.jsonl",
+        candidates=at(layout.candidates("{source}")),
     log:
         main=f"{RESULTS}/logs/sample/{{source}}.log",
         # requests that failed after retries, with their reasons: a log, so a failed job keeps it

@@ -4,9 +4,9 @@ rule score_shard:
         model=scorer_model,
         pool=f"{RESULTS}/pool/pool.jsonl",
     output:
-        scores=temp(f"{RESULTS}/scores/{{target}}/{{scorer}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl"),
+        scores=temp(at(layout.score_shard("{target}", "{scorer}", "{shard}", SHARD_COUNT))),
         skipped=temp(
-            f"{RESULTS}/scores/{{target}}/{{scorer}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl"
+            at(layout.score_shard("{target}", "{scorer}", "{shard}", SHARD_COUNT, ".skipped"))
         ),
     log:
         f"{RESULTS}/logs/score/{{target}}/{{scorer}}/shard{{shard}}-of-{SHARD_COUNT}.log",
@@ -28,16 +28,16 @@ rule score_shard:
 rule score_gather:
     input:
         scores=expand(
-            f"{RESULTS}/scores/{{{{target}}}}/{{{{scorer}}}}/shard{{shard}}-of-{SHARD_COUNT}.jsonl",
+            at(layout.score_shard("{{target}}", "{{scorer}}", "{shard}", SHARD_COUNT)),
             shard=range(SHARD_COUNT),
         ),
         skipped=expand(
-            f"{RESULTS}/scores/{{{{target}}}}/{{{{scorer}}}}/shard{{shard}}-of-{SHARD_COUNT}.skipped.jsonl",
+            at(layout.score_shard("{{target}}", "{{scorer}}", "{shard}", SHARD_COUNT, ".skipped")),
             shard=range(SHARD_COUNT),
         ),
     output:
-        scores=f"{RESULTS}/scores/{{target}}/{{scorer}}.jsonl",
-        skipped=f"{RESULTS}/scores/{{target}}/{{scorer}}.skipped.jsonl",
+        scores=at(layout.scores("{target}", "{scorer}")),
+        skipped=at(layout.skipped("{target}", "{scorer}")),
     log:
         f"{RESULTS}/logs/score/{{target}}/{{scorer}}/gather.log",
     conda:

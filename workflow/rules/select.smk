@@ -3,7 +3,7 @@ rule select:
         pool=f"{RESULTS}/pool/pool.jsonl",
         scores=select_scores,
     output:
-        f"{RESULTS}/selections/{{target}}/{{arm}}.jsonl",
+        at(layout.selection("{target}", "{arm}")),
     log:
         f"{RESULTS}/logs/select/{{target}}/{{arm}}.log",
     conda:

@@ -1,9 +1,9 @@
 rule sft:
     input:
-        model=f"{RESULTS}/models/{{target}}",
-        selection=f"{RESULTS}/selections/{{target}}/{{arm}}.jsonl",
+        model=at(layout.model("{target}")),
+        selection=at(layout.selection("{target}", "{arm}")),
     output:
-        directory(f"{RESULTS}/sft/{{target}}/{{arm}}"),
+        directory(at(layout.model("{target}", "{arm}"))),
     log:
         f"{RESULTS}/logs/sft/{{target}}/{{arm}}.log",
     conda:

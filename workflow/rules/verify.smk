@@ -1,7 +1,7 @@
 rule verify:
     input:
         train=f"{RESULTS}/data/train.jsonl",
-        candidates=expand(f"{RESULTS}/candidates/{{source}}.jsonl", source=CFG["sources"]),
+        candidates=expand(at(layout.candidates("{source}")), source=CFG["sources"]),
     output:
         pool=f"{RESULTS}/pool/pool.jsonl",
         counts=f"{RESULTS}/pool/verify_counts.json",
