@@ -99,7 +99,8 @@ def cmd_prefetch(args):
 
     records = prefetch.fetch(p, dry_run=args.dry_run)
     for r in records:
-        print(f"{r['kind']:8} {r['name']:24} {r['id']}" + (f" @ {r['revision']}" if r.get("revision") else ""))
+        print(f"{r['kind']:9} {r['name']:24} {r['id']}" + (f" [{r['config']}]" if r.get("config") else "")
+              + (f" @ {r['revision']}" if r.get("revision") else ""))  # fmt: skip
     if args.output and not args.dry_run:
         from grape.io import write_json
 

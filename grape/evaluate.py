@@ -25,18 +25,18 @@ Benchmarks (`evaluate.benchmarks`, chosen per experiment by `evaluate.tasks`):
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Mapping
 
 import yaml
 
-from grape import alpaca
+from grape import alpaca, bench_data
 from grape.contracts import TEST
 from grape.io import atomic_path, read_jsonl, write_json
 from grape.template import Template
 
 TASK_PREFIX = "grape_"
-TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"  # our task YAMLs (`--include_path`)
 # The last number in the generation (integers, decimals, thousands separators).
 NUMBER_REGEX = r"(-?\d[\d,]*(?:\.\d+)?)"
 
@@ -146,30 +146,11 @@ def _choice_task(params: Mapping, rows: list[dict], test_path: str, out: str, do
     }
 
 
-def _overrides(name: str, b: Mapping) -> dict:
-    """Dataset settings that point one benchmark's task at a local copy (`package_file`, `dataset`)."""
-    over = {}
-    if b.get("package_file"):
-        import importlib.util
-
-        package, _, rel = b["package_file"].partition("/")
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise ImportError(f"evaluate.benchmarks.{name}.package_file: package {package!r} is not installed")
-        path = Path(list(found.submodule_search_locations)[0]) / rel
-        if not path.is_file():
-            raise OSError(f"evaluate.benchmarks.{name}.package_file: {path} does not exist")
-        over.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"test": str(path)}})
-    if b.get("dataset"):
-        over.update(b["dataset"])
-    return over
-
-
 def _spec(tm, name: str, b: Mapping):
     """What lm-eval is asked to run for one benchmark: the task name, or, where a local copy is named, the task's
     own full config (its YAML, includes and `!function`s resolved by lm-eval's loader) with the dataset settings
     replaced. lm-eval 0.4.13 reads a dict spec as a new inline task, not as overrides of a registered one."""
-    over = _overrides(name, b)
+    over = bench_data.local_copy(name, b)
     if not over:
         return b["task"]
     from lm_eval.tasks._yaml_loader import load_yaml  # pinned lm-eval; its one YAML loader
@@ -249,12 +230,30 @@ def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
     return plan
 
 
-def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dict:
-    import os
+def preflight(tm, plan: Mapping, experiment: str | None) -> None:
+    """Every dataset the benchmarks to run read is loadable offline (`grape.bench_data`), else stop naming them and
+    the prefetch command; the held-out split (`local`) and AlpacaEval (checked by `grape.alpaca`) aside."""
+    from grape import prefetch
 
+    items = [
+        item
+        for name, b in plan.items()
+        if not isinstance(b, str) and name != "local" and b["task"] != alpaca.NAME
+        for item in bench_data.reads(tm, name, b, bench_data.local_copy(name, b))
+    ]
+    gone = bench_data.missing(items)
+    if gone:
+        raise ValueError(
+            f"evaluate: {len(gone)} benchmark dataset(s) not available offline (HF_HOME="
+            f"{os.environ.get('HF_HOME') or 'default'}): {'; '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}. "
+            f"On a machine with internet run `{prefetch.command(experiment)}` first (it fetches every benchmark's "
+            "datasets), or point the benchmark at a local copy (evaluate.benchmarks.<name>.dataset)"
+        )
+
+
+def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dict:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     from grape import model_folder, runtime
 
@@ -274,8 +273,11 @@ def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dic
     }
     if manifest.get("revision"):
         model_args["revision"] = manifest["revision"]
+    tm = bench_data.task_manager([str(Path(task_yaml).parent.resolve())] if task_yaml else [])
+    preflight(
+        tm, plan, params.get("experiment") or params["name"]
+    )  # before the model loads: minutes, not a 7B load, to learn it
     lm = HFLM(**model_args, batch_size=e["batch_size"], device=dev)
-    tm = TaskManager(include_path=[str(TASKS_DIR), *([str(Path(task_yaml).parent.resolve())] if task_yaml else [])])
     results, summary = {}, {}
     for name, b in plan.items():
         if isinstance(b, str):

@@ -5,7 +5,8 @@ Cluster compute nodes usually have no internet, and every other job of the suite
 
     snakemake prefetch --config experiment=ultrainteract     # or: grape prefetch --experiment ultrainteract
 
-downloads every hub model and dataset the experiment names (`needs`) into the cache (`cache_dir` in the config,
+downloads every hub model and dataset the experiment names (`needs`), and every dataset its benchmarks read
+(`grape.bench_data`: all subsets and few-shot splits), into the cache (`cache_dir` in the config,
 HF_HOME-style; Hugging Face's default cache when null), at the pinned revision when one is given, and writes
 `results/<name>/prefetch.json`: for each, the hub id, the revision asked for, the commit it resolved to, and the
 sha256 of every file fetched. Models fetch their safetensors weights, configs and tokenizer files only (weights
@@ -77,7 +78,25 @@ def needs(cfg: Mapping) -> list[dict]:
            for n in e["tasks"]):  # fmt: skip
         out.append({"kind": "dataset", "name": "alpaca_eval", "id": alpaca.HUB_ID, "revision": None,
                     "files": alpaca.HUB_FILES})  # fmt: skip
-    return out
+    return out + benchmark_needs(e)
+
+
+def benchmark_needs(e: Mapping) -> list[dict]:
+    """Every hub dataset (and config) the lm-eval benchmarks of `evaluate.tasks` read (`grape.bench_data`): all
+    subsets and few-shot splits, as lm-eval loads them; local copies are not fetched."""
+    from grape import alpaca, bench_data
+
+    run = [n for n in e["tasks"] if n != "local" and e["benchmarks"][n]["task"] != alpaca.NAME]
+    if not run:
+        return []
+    tm = bench_data.task_manager()
+    items = [
+        it
+        for n in run
+        for it in bench_data.reads(tm, n, e["benchmarks"][n], bench_data.local_copy(n, e["benchmarks"][n]))
+    ]
+    return [{"kind": "benchmark", "name": it["benchmark"], "id": it["id"], "config": it["config"], "revision": None}
+            for it in items if not bench_data.is_local(it)]  # fmt: skip
 
 
 def command(experiment: str | None) -> str:
@@ -128,8 +147,13 @@ def fetch(cfg: Mapping, dry_run: bool = False) -> list[dict]:
     from huggingface_hub import snapshot_download
     from tqdm import tqdm
 
+    from grape import bench_data
+
     records = []
     for item in tqdm(items, desc="prefetch", unit=" repos"):
+        if item["kind"] == "benchmark":  # loaded as lm-eval loads it, into the datasets cache jobs read offline
+            records.append(bench_data.fetch(item))
+            continue
         model = item["kind"] == "model"
         folder = Path(
             snapshot_download(

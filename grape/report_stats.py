@@ -129,16 +129,25 @@ def stage_costs(meta_files: Mapping[str, Sequence[Path]]) -> pd.DataFrame:
 
 
 def paper_table(params: Mapping, table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's numbers (`report.paper`, labelled as the paper's) beside ours: our mean score x 100 over the
-    benchmarks that ran for that target and arm (the paper's average covers its own benchmark set)."""
+    """The paper's numbers (`report.paper`, labelled as the paper's) beside ours: our mean score x 100 over the paper's
+    columns (`report.paper.columns`) that ran for that target and arm, labelled "k of n columns" so a mean over fewer
+    columns is never read as the paper's average; where the paper gives per-column numbers (`per_column`), also the
+    paper's mean over the same k columns, the one like-for-like comparison."""
     paper = params["report"].get("paper")
     if not paper:
         return pd.DataFrame()
     ran = table[table["n"] > 0]
+    cols = list(paper.get("columns") or sorted(set(table["benchmark"])))
+    per = paper.get("per_column") or {}
     rows = []
     for target, arms in paper["values"].items():
         for arm, value in arms.items():
-            ours = ran[(ran["target"] == target) & (ran["arm"] == arm)]["accuracy"]
+            mine = ran[(ran["target"] == target) & (ran["arm"] == arm) & ran["benchmark"].isin(cols)]
+            done = [c for c in cols if c in set(mine["benchmark"])]
+            theirs = per.get(target, {}).get(arm, {})
+            same = [theirs[c] for c in done if c in theirs]
             rows.append({"target": target, "arm": arm, f"paper ({paper['source']})": value,
-                         "ours (mean x 100)": round(100 * float(ours.mean()), 1) if len(ours) else None})  # fmt: skip
+                         "columns": f"{len(done)} of {len(cols)}" + (f" ({', '.join(done)})" if 0 < len(done) < len(cols) else ""),
+                         "ours (mean x 100)": round(100 * float(mine["accuracy"].mean()), 1) if done else None,
+                         "paper, same columns": round(sum(same) / len(same), 1) if done and len(same) == len(done) else None})  # fmt: skip
     return pd.DataFrame(rows)

@@ -33,11 +33,51 @@ def test_prefetch_lists_exactly_the_hub_models_and_datasets_of_a_config():
     assert next(i for i in pinned if i["name"] == "llama31_8b")["revision"] == "abc123"
     proc = subprocess.run([GRAPE, "prefetch", "--experiment", "tulu3", "--dry-run"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    # 3 models, 5 datasets of the pool, and AlpacaEval 2's reference and GLM files (tatsu-lab/alpaca_eval)
-    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 and "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout
+    # 3 models, 5 datasets of the pool, AlpacaEval 2's reference and GLM files (tatsu-lab/alpaca_eval), and the
+    # benchmarks' datasets: mmlu's 57 subjects, bbh's 27 tasks, hendrycks_math's 7 subjects
+    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 + 57 + 27 + 7, proc.stdout
+    assert "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout and "cais/mmlu [abstract_algebra]" in proc.stdout
     assert "tatsu-lab/alpaca_eval" in proc.stdout
     local = gconfig.compose("tulu3", ["evaluate.benchmarks.alpaca_eval.reference=/data/ae2.json"])
     assert "tatsu-lab/alpaca_eval" not in {i["id"] for i in prefetch.needs(local)}  # a local copy: nothing to fetch
+
+
+def test_prefetch_lists_every_dataset_every_benchmark_reads():
+    """Through lm-eval's own task index: groups and tags expanded, each (dataset, config) once, local copies not."""
+    bench = [i for i in prefetch.needs(gconfig.compose("ultrainteract", [])) if i["kind"] == "benchmark"]
+    by = {}
+    for i in bench:
+        by.setdefault(i["name"], set()).add((i["id"], i["config"]))
+    assert by["gsm_plus"] == {("qintongli/GSM-Plus", None)} and by["theoremqa"] == {("TIGER-Lab/TheoremQA", None)}
+    assert by["mbpp"] == {("google-research-datasets/mbpp", "full")}
+    assert by["humaneval"] == {("openai/openai_humaneval", None)}
+    assert {c for _, c in by["math_cot"]} >= {"algebra", "precalculus"} and len(by["math_cot"]) == 7
+    tulu = [i for i in prefetch.needs(gconfig.compose("tulu3", [])) if i["kind"] == "benchmark"]
+    mmlu = {i["config"] for i in tulu if i["name"] == "mmlu"}
+    assert len(mmlu) == 57 and {"anatomy", "world_religions"} <= mmlu
+    assert len({i["config"] for i in tulu if i["name"] == "bbh"}) == 27
+    local = gconfig.compose("ultrainteract", ["+evaluate.benchmarks.gsm_plus.dataset={dataset_path: /data/gsmp}"])
+    assert "qintongli/GSM-Plus" not in {i["id"] for i in prefetch.needs(local)}
+
+
+def test_an_evaluate_job_on_an_empty_cache_stops_before_loading_a_model(tmp_path):
+    """The model folder does not even exist: the job names the benchmark's dataset and the prefetch command first."""
+    import json
+    import os
+
+    cfg = gconfig.compose("tiny", ["evaluate.tasks=[gsm_plus,mmlu]"])
+    params = gconfig.stage_params(cfg, "evaluate", target="tiny_a", arm="base", benchmark="gsm_plus")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty_cache")}
+    proc = subprocess.run(
+        [GRAPE, "evaluate", "--params", json.dumps(params), "--model", str(tmp_path / "no-model"),
+         "--output", str(tmp_path / "out.json")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert (
+        "gsm_plus: qintongli/GSM-Plus" in proc.stderr and "snakemake prefetch --config experiment=tiny" in proc.stderr
+    )
+    assert "no-model" not in proc.stderr and not (tmp_path / "out.json").exists()
 
 
 def test_an_offline_job_with_a_missing_model_names_it_and_the_prefetch_command(tmp_path, monkeypatch):

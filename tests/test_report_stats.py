@@ -49,5 +49,9 @@ def test_the_papers_numbers_beside_ours():
     paper = paper_table(params, table)
     row = paper[(paper["target"] == "llama31_8b") & (paper["arm"] == "grape")].iloc[0]
     assert row.iloc[2] == 41.5 and row["ours (mean x 100)"] == 40.0
+    assert row["columns"].startswith("2 of 9 (humaneval, mbpp)")  # a mean over 2 columns is labelled as such
+    assert row["paper, same columns"] == round((57.3 + 63.8) / 2, 1)  # the paper's per-column numbers, same 2
+    other = paper[(paper["target"] == "llama31_8b") & (paper["arm"] == "original")].iloc[0]
+    assert other["columns"] == "0 of 9" and pd.isna(other["ours (mean x 100)"])
     assert "Table 1" in paper.columns[2]
     assert paper_table(gconfig.stage_params(gconfig.compose("tiny", []), "report"), table).empty
