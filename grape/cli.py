@@ -78,8 +78,10 @@ def cmd_data(args):
     from grape import data
 
     t0, p = time.time(), _load(args, "data")
-    counts = data.run(p, args.train, args.test, args.dropped)
-    _finish("data", p, [args.train, args.test], {}, counts, t0)
+    if not (args.test or args.below_min):
+        raise gconfig.ConfigError("grape data needs --test (or --below-min: the instructions the pool leaves out)")
+    counts = data.run(p, args.train, args.test, args.dropped, below_min=args.below_min)
+    _finish("data", p, [args.train, *([args.test] if args.test else [])], {}, counts, t0)
 
 
 def cmd_prefetch(args):
@@ -140,7 +142,7 @@ def cmd_verify(args):
     from grape import verify
 
     t0, p = time.time(), _load(args, "verify")
-    counts = verify.run(p, args.train, args.candidates, args.output, args.counts)
+    counts = verify.run(p, args.train, args.candidates, args.output, args.counts, args.extend)
     inputs = {"train": args.train, **{f"candidates{i}": c for i, c in enumerate(args.candidates)}}
     _finish("verify", p, [args.output], inputs, counts, t0)
 
@@ -200,9 +202,8 @@ def cmd_evaluate(args):
 
     t0, p = time.time(), _load(args, "evaluate")
     counts = evaluate.run(p, args.model, args.task, args.output)
-    _finish(
-        "evaluate", p, [args.output], {"model": args.model, **({"task": args.task} if args.task else {})}, counts, t0
-    )
+    inputs = {"model": args.model, **({"task": args.task} if args.task else {})}
+    _finish("evaluate", p, [args.output], inputs, counts, t0)
 
 
 def cmd_report(args):
@@ -213,12 +214,8 @@ def cmd_report(args):
         args.evals, args.trained, args.selections, args.scores, args.verify_counts, args.candidates or ()
     )
     counts = report.run(p, inputs, args.output_dir, args.cluster_logs)
-    files = {
-        f"{kind}{i}": path
-        for kind in ("evals", "trained", "selections", "scores", "candidates")
-        for i, path in enumerate(getattr(inputs, kind))
-    }
-    files["verify_counts"] = inputs.verify_counts
+    files = {f"{kind}{i}": path for kind in ("evals", "trained", "selections", "scores", "candidates")
+             for i, path in enumerate(getattr(inputs, kind))} | {"verify_counts": inputs.verify_counts}  # fmt: skip
     outputs = [str(Path(args.output_dir) / name) for name in ("results.csv", "summary.html")]
     _finish("report", p, outputs, files, counts, t0)
 
@@ -267,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_data,
         "import the pool: train instructions with their responses, test split",
         ("--train", req),
-        ("--test", req),
+        ("--test", {"default": None}),
         ("--dropped", {"default": None, "help": "list the input rows that could not be used here (JSONL)"}),
+        ("--below-min", {"action": "store_true", "help": "write only the instructions below data.min_responses"}),
     )
     stage("model", cmd_model, "turn one configured model into a model folder", ("--output", req))
     stage(
@@ -286,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "correctness filter; build the pool",
         ("--train", req),
         ("--candidates", {"nargs": "*", "default": []}),
+        ("--extend", {"default": None, "help": "a pool to write first (the pool of every pair: --train below_min)"}),
         ("--output", req),
         ("--counts", req),
     )

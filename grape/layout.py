@@ -21,6 +21,17 @@ def model(target: str, arm: str = "base") -> str:
     return f"models/{target}" if arm == "base" else f"sft/{target}/{arm}"
 
 
+def pool(which: str = "pool") -> str:
+    """`pool`: every instruction with at least data.min_responses responses, verified; `all_available`: that pool and
+    the instructions below the minimum with their dataset responses (read by arms declaring POOL = "all_available")."""
+    return f"pool/{which}.jsonl"
+
+
+def below_min() -> str:
+    """The instructions with fewer than data.min_responses distinct responses (`grape.data.grouping.BELOW_MIN`)."""
+    return "data/below_min.jsonl"
+
+
 def candidates(source: str) -> str:
     return f"candidates/{source}.jsonl"
 

@@ -117,6 +117,8 @@ KINDS: dict[str, Kind] = {
                 "strongest": "grape.arms.strongest",
                 "3x": "grape.arms.three_x",
                 "all": "grape.arms.all_candidates",
+                "sft_full": "grape.arms.sft_full",
+                "all_available": "grape.arms.all_available",
                 "self": "grape.arms.self_samples",
                 "reward": "grape.arms.reward",
             },

@@ -30,7 +30,7 @@ from grape.contracts import SCORED, SELECTION
 from grape.io import atomic_path, read_json, read_jsonl
 from grape.provenance import meta_path
 from grape.report_inputs import Inputs, eval_benchmarks
-from grape.report_stats import bootstrap_ci, outcome, paired_table, paper_table, stage_costs
+from grape.report_stats import arm_sizes, bootstrap_ci, outcome, paired_table, paper_table, stage_costs
 
 
 def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
@@ -329,6 +329,9 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
         body += [f"<h2>The paper's numbers beside ours</h2><p>{html.escape(params['report']['paper']['metric'])}; "
                  "the paper's column is the paper's, not a run of this suite.</p>", paper.to_html(index=False)]  # fmt: skip
     body += [
+        "<h2>Training examples per arm</h2><p>shortfall: responses a baseline's definition asked for that the pool "
+        "did not have (strongest, 3x).</p>",
+        arm_sizes(params, files["selections"]).to_html(index=False, na_rep=""),
         "<h2>Paired differences (same problems)</h2>",
         paired.to_html(index=False, float_format="%.3f"),
         _svg_inline(out / "paired.svg"),

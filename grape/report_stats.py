@@ -151,3 +151,18 @@ def paper_table(params: Mapping, table: pd.DataFrame) -> pd.DataFrame:
                          "ours (mean x 100)": round(100 * float(mine["accuracy"].mean()), 1) if done else None,
                          "paper, same columns": round(sum(same) / len(same), 1) if done and len(same) == len(done) else None})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def arm_sizes(params: Mapping, selections: Mapping) -> pd.DataFrame:
+    """Per target and arm, the examples and instructions its selection holds (its meta.json), what a baseline could
+    not fill (the `*_shortfall` counts: strongest, 3x) and the paper's "Num. Instances" (`report.paper.instances`)."""
+    from grape.provenance import meta_path
+
+    paper = (params["report"].get("paper") or {}).get("instances") or {}
+    rows = []
+    for (target, arm), path in selections.items():
+        c = read_json(meta_path(path)).get("counts", {}) if meta_path(path).exists() else {}
+        short = sum(v for k, v in c.items() if k.endswith("_shortfall") and isinstance(v, int))
+        rows.append({"target": target, "arm": arm, "examples": c.get("examples"), "instructions": c.get("instructions"),
+                     "shortfall": short, "paper's Num. Instances": paper.get(arm)})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -94,7 +94,7 @@ class _Pool:
         self.refs: dict[str, Reference] = {}
         self.counts: dict[str, Counter] = {}
 
-    def originals(self, train_path: str, keep_ctx: bool) -> Iterator[dict]:
+    def originals(self, train_path: str, keep_ctx: bool, allow_empty: bool = False) -> Iterator[dict]:
         """The pool rows of the dataset's own responses, while filling `refs` (instruction id -> Reference)."""
         refs, counts = self.refs, self.counts
         for lineno, row in _read(train_path, TRAIN, TRAIN_NAMES, self.fast):
@@ -127,7 +127,7 @@ class _Pool:
                     "correct": ok,
                 }
                 per_source[src] += 1
-        if not refs:
+        if not refs and not allow_empty:
             raise DataError(train_path, None, None, "no rows: expected the train instructions")
 
     def candidates(self, path: str, seen: set) -> Iterator[dict]:
@@ -169,11 +169,16 @@ class _Pool:
             )
 
 
-def _write(params: Mapping, train_path: str, candidate_paths: list[str], out: str, fast: bool) -> dict[str, Counter]:
+def _write(
+    params: Mapping, train_path: str, candidate_paths: list[str], out: str, fast: bool, extend: str | None = None
+) -> dict[str, Counter]:
     pool, seen = _Pool(params, fast), set()
 
     def rows():
-        yield from pool.originals(train_path, keep_ctx=bool(candidate_paths))
+        if extend:  # the pool as it is, then these instructions' own responses (`grape.data.BELOW_MIN`)
+            with open(extend, "rb") as fh:
+                yield from (orjson.loads(line) for line in fh if line.strip())
+        yield from pool.originals(train_path, keep_ctx=bool(candidate_paths), allow_empty=bool(extend))
         for path in candidate_paths:
             yield from pool.candidates(path, seen)
 
@@ -181,11 +186,15 @@ def _write(params: Mapping, train_path: str, candidate_paths: list[str], out: st
     return pool.counts
 
 
-def run(params: Mapping, train_path: str, candidate_paths: list[str], out: str, counts_out: str) -> dict:
+def run(
+    params: Mapping, train_path: str, candidate_paths: list[str], out: str, counts_out: str, extend: str | None = None
+) -> dict:
+    """The pool (`extend` None), or `extend`'s pool followed by the dataset responses of the instructions in
+    `train_path` (`data/below_min.jsonl`: the pool of every pair, `pool/all_available.jsonl`, counts of the added)."""
     try:
-        counts, reader = _write(params, train_path, candidate_paths, out, fast=True), "columns"
+        counts, reader = _write(params, train_path, candidate_paths, out, True, extend), "columns"
     except (columns.Unreadable, DataError):  # read again row by row: the same pool, or the error with its line
-        counts, reader = _write(params, train_path, candidate_paths, out, fast=False), "rows"
+        counts, reader = _write(params, train_path, candidate_paths, out, False, extend), "rows"
     table = [
         {"source": src, **{k: c[k] for k in COLUMNS}, "unverified_kept": c["unverified_kept"], "kept": c["kept"]}
         for src, c in counts.items()

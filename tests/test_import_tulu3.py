@@ -14,6 +14,7 @@ import pytest
 
 from grape import contracts
 from grape.data import run, tulu3
+from grape.data.grouping import BELOW_MIN
 from grape.data.tally import Tally
 from grape.io import DataError, check_row
 
@@ -29,7 +30,7 @@ DATASETS = [
 def _load(tmp_path, **extra):
     tally = Tally()
     train, test = tulu3.load({"datasets": DATASETS, "min_responses": 2, "limit": None, **extra}, 0, tally, tmp_path)
-    return list(train), test, tally
+    return [r for r in train if not r.get(BELOW_MIN)], test, tally  # the pool's rows (the data stage's filter)
 
 
 def _by_text(rows, text):
@@ -156,3 +157,40 @@ def test_through_the_data_stage(tmp_path):
     assert rows == _load(tmp_path)[0]
     assert len(Path(dropped_out).read_text().splitlines()) == 4
     assert Path(test_out).read_text() == ""
+
+
+def test_the_instructions_below_the_minimum_feed_the_arms_trained_on_every_pair(tmp_path):
+    """Table 2's rows on the fixture, whose counts we know: the pool (>= 2 distinct responses) has 5 instructions and
+    11 pairs, 5 of them the SFT mixture's; below the minimum are 5 instructions with one pair each, 3 of them the SFT
+    mixture's (code, colours, pencils) and 2 only in preference data (limerick, Macbeth). So SFT-only (`original`)
+    trains on 5, Tulu3-SFT (`sft_full`) on 5 + 3 = 8, All Responses (`all`) on 11, All Available (`all_available`)
+    on 11 + 5 = 16; every instruction of the pool keeps its place and nothing is counted twice."""
+    from grape import config as gconfig
+    from grape import select, verify
+
+    cfg = gconfig.compose("tulu3", ["select.arms=[grape,original,sft_full,all,all_available]"])
+    data = {**cfg["data"], "datasets": DATASETS, "limit": None}
+    f = {n: str(tmp_path / n) for n in ("train", "test", "below", "pool", "all_pool", "c1", "c2")}
+    run({"data": data, "seed": 0}, f["train"], f["test"])
+    below = run({"data": data, "seed": 0}, f["below"], None, below_min=True)
+    assert below["train"] == below["instructions"] == 5 and below["pairs"] == 5
+    assert below["instructions_below_min_responses"] == 5
+    below_rows = [json.loads(x) for x in Path(f["below"]).read_text().splitlines()]
+    assert all(len(r["responses"]) == 1 and BELOW_MIN not in r for r in below_rows)
+    assert not {r["id"] for r in below_rows} & {json.loads(x)["id"] for x in Path(f["train"]).read_text().splitlines()}
+    v = gconfig.stage_params(cfg, "verify")
+    assert verify.run(v, f["train"], [], f["pool"], f["c1"])["pool"] == 11
+    assert verify.run(v, f["below"], [], f["all_pool"], f["c2"], extend=f["pool"])["pool"] == 5
+    assert len(Path(f["all_pool"]).read_text().splitlines()) == 16
+    got = {}
+    for arm, pool in (("original", "pool"), ("sft_full", "all_pool"), ("all", "pool"), ("all_available", "all_pool")):
+        p = gconfig.stage_params(cfg, "select", target="llama31_8b", arm=arm)
+        out = tmp_path / f"{arm}.jsonl"
+        got[arm] = select.run(p, f[pool], None, str(out))["examples"]
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len({r["candidate_id"] for r in rows}) == len(rows) == got[arm]
+        if arm in ("original", "sft_full"):
+            assert {r["source"] for r in rows} == {SFT}
+    assert got == {"original": 5, "sft_full": 8, "all": 11, "all_available": 16}
+    empty = run({"data": {**data, "min_responses": 1}, "seed": 0}, f["below"], None, below_min=True)
+    assert empty["train"] == 0 and Path(f["below"]).read_text() == ""  # none below: an empty file, not an error

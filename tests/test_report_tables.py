@@ -40,3 +40,15 @@ def test_selected_vs_not_leaves_out_the_targets_own_samples_under_exclude_self(t
     assert row.not_selected_mean_logprob == -2.0  # the target's own -0.5 could not be picked: not counted as passed
     row = report.selected_vs_not({"targets": ["t"], "arms": ["grape"], "exclude_self": False}, files).iloc[0]
     assert (row.not_selected, row.own_samples_not_eligible) == (2, 0)
+
+
+def test_arm_sizes_show_examples_shortfall_and_the_papers_num_instances(tmp_path):
+    from grape.report_stats import arm_sizes
+
+    sel = _write(tmp_path / "strongest.jsonl", [_sel("a", "big")])
+    (tmp_path / "strongest.jsonl.meta.json").write_text(json.dumps(
+        {"counts": {"examples": 1, "instructions": 2, "strongest_shortfall": 3, "instructions_short_of_strongest": 1}}
+    ))  # fmt: skip
+    params = {"report": {"paper": {"source": "T2", "metric": "m", "values": {}, "instances": {"strongest": 350400}}}}
+    row = arm_sizes(params, {("t", "strongest"): sel}).iloc[0]
+    assert (row.examples, row.instructions, row.shortfall, row["paper's Num. Instances"]) == (1, 2, 3, 350400)

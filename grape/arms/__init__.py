@@ -9,6 +9,8 @@ An arm is a module with
   params hold exactly these, so adding an arm, or changing another arm's setting, reruns nothing of this one;
 - `OPTIONS`: a JSON schema for its own settings under `select.options.<NAME>` (checked with the config);
 - `ONLY_OWN`: True when it chooses among the target's own samples only (the others never do under `exclude_self`);
+- `POOL = "all_available"`: it chooses from the pool of every pair (the instructions below `data.min_responses`
+  too: `grape.layout.pool`), not the verified pool;
 - `choose(c: Choice) -> list[dict]`: the candidates it keeps of one instruction (`Choice` below);
 - a docstring whose first line the report and `grape arms` show.
 The arms are plugins of kind `arm` (`grape.plugins`): the modules of this package, and any an installed package adds
@@ -82,7 +84,8 @@ def registry() -> dict[str, ModuleType]:
         why = (
             f"is registered as {name!r}" if mod.NAME != name else
             "has a name ending in .r<N> (the round suffix)" if ROUND.match(name) else
-            f"reads unknown settings {bad}" if bad else None
+            f"reads unknown settings {bad}" if bad else
+            f"has an unknown POOL {mod.POOL!r}" if getattr(mod, "POOL", "pool") not in ("pool", "all_available") else None
         )  # fmt: skip
         if why:
             raise ValueError(f"arm plugin {mod.__name__} ({mod.NAME!r}) {why}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from grape.contracts import TEST, TRAIN, TRAIN_RESPONSE
-from grape.data.grouping import Grouped, build_parts
+from grape.data.grouping import BELOW_MIN, Grouped, build_parts
 from grape.data.tally import Tally
 from grape.io import atomic_path, check_row, fast_dumps, read_jsonl, write_jsonl
 from grape.parallel import concat, workers
@@ -28,9 +28,12 @@ def importer(kind: str):
     return plugins.kind("importer").get(kind)
 
 
-def _checked(rows, tally: Tally, out: str):
-    """Importer rows, checked against the contract as they stream by, and counted."""
+def _checked(rows, tally: Tally, out: str, below_min: bool = False):
+    """Importer rows, checked against the contract as they stream by, and counted: the pool's (default), or with
+    `below_min` only the instructions below `data.min_responses` (marked `BELOW_MIN` by the importer)."""
     for n, row in enumerate(rows, start=1):
+        if bool(row.pop(BELOW_MIN, False)) != below_min:
+            continue
         check_row(f"{out} (row {n} from the importer)", None, row, TRAIN)
         for item in row["responses"]:
             check_row(f"{out} (row {n}, responses)", None, item, TRAIN_RESPONSE)
@@ -56,7 +59,7 @@ def _some(rows, error):
         raise error()
 
 
-def _write_grouped(grouped: Grouped, out: str, n_workers: int, error) -> int:
+def _write_grouped(grouped: Grouped, out: str, n_workers: int, error, below_min: bool = False) -> int:
     """A grouped pool's train file, both phases on `n_workers` processes (`grape.data.grouping`): the same file,
     counts and dropped list for any number of them. No train rows: `error()` is raised and no file is left."""
     grouper = grouped.fill(n_workers)
@@ -66,33 +69,40 @@ def _write_grouped(grouped: Grouped, out: str, n_workers: int, error) -> int:
             def write_part(rows, tally, j: int) -> int:  # in worker j: its runs of partitions to part file j
                 n = 0
                 with open(f"{tmp}.{j}", "wb", buffering=1 << 20) as fh:
-                    for row in _checked(rows, tally, out):
+                    for row in _checked(rows, tally, out, below_min):
                         fh.write(fast_dumps(row) + b"\n")
                         n += 1
                 return n
 
             counts = build_parts(grouped, grouper, n_workers, write_part)
             concat([f"{tmp}.{j}" for j in range(len(counts))], tmp)
-            if not sum(counts):
+            if not sum(counts) and error:
                 raise error()
     finally:
         grouper.close()
     return sum(counts)
 
 
-def run(params: Mapping, train_out: str, test_out: str, dropped_out: str | None = None) -> dict:
+def run(
+    params: Mapping, train_out: str, test_out: str | None, dropped_out: str | None = None, below_min: bool = False
+) -> dict:
+    """The pool's train rows to `train_out` (and the test split, the dropped rows); with `below_min`, instead, the
+    instructions the pool leaves out for having fewer than `data.min_responses` responses (`data/below_min.jsonl`,
+    possibly empty), read by the arms that train on every pair."""
     d = {**params["data"], "experiment": params.get("experiment")}
     tally = Tally()
     train, test = importer(d["kind"]).load(d, params["seed"], tally, Path(train_out).parent)
     if d.get("test_path") and d["kind"] != "jsonl":
         test = read_jsonl(d["test_path"], TEST, unique="id", non_empty="test rows {id, instruction, answer}")
     n_workers = workers(params.get("threads"))
-    error = lambda: _no_rows(d, tally)  # noqa: E731
+    error = None if below_min else lambda: _no_rows(d, tally)
     if isinstance(train, Grouped):
-        n = _write_grouped(train, train_out, n_workers, error)
+        n = _write_grouped(train, train_out, n_workers, error, below_min)
     else:
-        n = write_jsonl(train_out, _some(_checked(train, tally, train_out), error), encode=fast_dumps)
-    write_jsonl(test_out, test)
+        rows = _checked(train, tally, train_out, below_min)
+        n = write_jsonl(train_out, _some(rows, error) if error else rows, encode=fast_dumps)
+    if test_out:
+        write_jsonl(test_out, test)
     if dropped_out:
         write_jsonl(dropped_out, tally.dropped)
     return {

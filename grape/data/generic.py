@@ -12,7 +12,7 @@ several responses, so a pool that already holds candidates from several models n
 of `grape.data.conversations`. Rows are grouped by the normalised instruction (or context), or by `fields.id` when
 given (then every row of an id must carry the same instruction). A source defaults to `original`; an answer, when
 mapped, is the first non-empty one of the group, compared by the `numeric` rule unless `fields.check` names a
-column with the rule. Instructions with fewer than `min_responses` distinct responses are counted, not kept. A file
+column with the rule. Instructions with fewer than `min_responses` distinct responses are counted and kept out of the pool (`grape.data.BELOW_MIN`). A file
 without rows (empty, or blank lines only) stops the import naming it (`grape.data.grouping`), and a missing path
 that looks local is `file not found`, never looked up as a hub id (`grape.data.source`).
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from grape.data.conversations import context_key, flatten, normalise, signature, split_conversation
-from grape.data.grouping import Grouped, distinct, key_hash
+from grape.data.grouping import BELOW_MIN, Grouped, distinct, key_hash
 from grape.data.source import Dataset
 
 FIELDS = ("instruction", "response", "messages", "id", "source", "answer", "task", "check")
@@ -111,11 +111,11 @@ def _instruction(recs: list[dict], f: Mapping, d: Mapping, tally, digest: str) -
     if f["id"] and any(r["i"] != first["i"] for r in recs):
         tally.add("instruction_mismatch")
     responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
-    if len(responses) < d["min_responses"]:
+    out = {"id": first["k"] if f["id"] else f"pool-{digest}", "instruction": first["i"], "responses": responses}
+    if len(responses) < d["min_responses"]:  # not in the pool; kept aside for the arms trained on all data
         tally.add("instructions_below_min_responses")
         tally.add("pairs_below_min_responses", len(responses))
-        return None
-    out = {"id": first["k"] if f["id"] else f"pool-{digest}", "instruction": first["i"], "responses": responses}
+        out[BELOW_MIN] = True
     for k in ("answer", "task", "check"):
         value = next((r["x"][k] for r in recs if k in r.get("x", ())), None)
         if value is not None:

@@ -28,6 +28,11 @@ from typing import Callable, Iterable, Iterator
 import orjson
 from tqdm import tqdm
 
+# The mark an importer puts on an instruction with fewer than `data.min_responses` distinct responses: it stays out of
+# `data/train.jsonl` (the pool) and goes to `data/below_min.jsonl`, which only the arms trained on every pair read
+# (Table 2's Tulu3-SFT and All Available Data: single-response instructions included).
+BELOW_MIN = "below_min"
+
 
 def key_hash(key: str | bytes) -> str:
     """A stable 24-hex-digit (96-bit) digest of a group key: groups are told apart by it alone (a collision among

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Iterator, Mapping
 
 from grape.data.conversations import context_key, flatten, normalise, split_conversation
-from grape.data.grouping import Grouped, distinct
+from grape.data.grouping import BELOW_MIN, Grouped, distinct
 from grape.data.source import Dataset
 from grape.io import DataError
 
@@ -94,14 +94,16 @@ def _dataset_read(ds: Dataset, tally) -> None:
 def _build(min_responses: int):
     def build(digest: str, recs: list[dict], tally) -> Iterator[dict]:
         responses = distinct([{"response": r["r"], "source": r["s"]} for r in recs], tally.counts)
-        if len(responses) < min_responses:
-            tally.add("instructions_below_min_responses")
-            tally.add("pairs_below_min_responses", len(responses))
-            return
         context = recs[0]["c"]  # the first record: SFT mixture first, then input order
         row = {"id": f"tulu3-{digest}", "instruction": flatten(context), "responses": responses}
         if len(context) > 1 or context[0]["role"] != "user":
             row["context"] = context
+        if len(responses) < min_responses:  # not in the pool (the paper's >= 2 filter); kept aside for the arms
+            tally.add("instructions_below_min_responses")  # trained on all data (sft_full, all_available)
+            tally.add("pairs_below_min_responses", len(responses))
+            yield {**row, BELOW_MIN: True}
+            return
+        if "context" in row:
             tally.add("multi_turn")
         for r in responses:
             tally.add(f"pairs:{r['source']}")

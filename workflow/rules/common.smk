@@ -148,6 +148,13 @@ def scorer_model(wc):
     return model_dir(wc.target, wc.scorer)
 
 
+def select_pool(wc):
+    """The pool an arm chooses from: the verified pool, or the pool of every pair for arms declaring
+    POOL = "all_available" (sft_full, all_available), so the other arms never wait for the second import.
+    """
+    return at(layout.pool(getattr(garms.get(wc.arm), "POOL", "pool")))
+
+
 def select_scores(wc):
     """Only arms declared SCORES read scores (rescoring does not retrain the others); round r of GRAPE reads the
     scores of round r-1's GRAPE model (grape.arms.scorer_of); the reward arm a reward model's."""

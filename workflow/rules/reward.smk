@@ -2,7 +2,7 @@
 rule reward:
     input:
         model=at(layout.model("{model}")),
-        pool=f"{RESULTS}/pool/pool.jsonl",
+        pool=at(layout.pool()),
     output:
         at(layout.rewards("{model}")),
     log:

@@ -2,7 +2,7 @@
 rule score_shard:
     input:
         model=scorer_model,
-        pool=f"{RESULTS}/pool/pool.jsonl",
+        pool=at(layout.pool()),
     output:
         scores=temp(at(layout.score_shard("{target}", "{scorer}", "{shard}", SHARD_COUNT))),
         skipped=temp(

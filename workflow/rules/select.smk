@@ -1,6 +1,6 @@
 rule select:
     input:
-        pool=f"{RESULTS}/pool/pool.jsonl",
+        pool=select_pool,
         scores=select_scores,
     output:
         at(layout.selection("{target}", "{arm}")),
