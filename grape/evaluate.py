@@ -37,6 +37,11 @@ from grape.io import atomic_path, read_jsonl, write_json
 from grape.template import Template
 
 TASK_PREFIX = "grape_"
+# Tasks whose data is not on the hub: run only when the benchmark names a local copy (`dataset`, `package_file`).
+NEEDS_LOCAL_COPY = {
+    "grape_leetcode": "set evaluate.benchmarks.leetcode.dataset to the Eurus LeetCode set (OpenBMB/Eurus "
+    "eval/Coding/leetcode/leetcode-test.json, in the HumanEval schema {prompt, test, entry_point}: README, Evaluation)",
+}
 # The last number in the generation (integers, decimals, thousands separators).
 NUMBER_REGEX = r"(-?\d[\d,]*(?:\.\d+)?)"
 
@@ -223,6 +228,8 @@ def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
                 "not run: AlpacaEval 2 needs a judge model; set evaluate.benchmarks.alpaca_eval.judge "
                 "{base_url, model, api_key_env} to an OpenAI-compatible server"
             )
+        elif b["task"] in NEEDS_LOCAL_COPY and not (b.get("dataset") or b.get("package_file")):
+            plan[name] = f"not run: no hub copy; {NEEDS_LOCAL_COPY[b['task']]}"
         elif b.get("code") and not e["allow_code_execution"]:
             plan[name] = "not run: it executes model-written code; set evaluate.allow_code_execution: true to run it"
         else:

@@ -96,7 +96,7 @@ def benchmark_needs(e: Mapping) -> list[dict]:
         for it in bench_data.reads(tm, n, e["benchmarks"][n], bench_data.local_copy(n, e["benchmarks"][n]))
     ]
     return [{"kind": "benchmark", "name": it["benchmark"], "id": it["id"], "config": it["config"], "revision": None}
-            for it in items if not bench_data.is_local(it)]  # fmt: skip
+            for it in items if not bench_data.is_local(it) and not looks_local(it["id"])]  # fmt: skip
 
 
 def command(experiment: str | None) -> str:

@@ -34,6 +34,9 @@ OFFLINE = {  # benchmark -> (task run here, dataset overrides, shots)
     "math": ("hendrycks_math_algebra", _json(test="math.jsonl", train="math.jsonl"), 0),
     "gsm_plus": (None, _json(test="gsm_plus.jsonl"), 2),
     "theoremqa": (None, _json(test="theoremqa.jsonl"), None),
+    "math_pot": ("grape_math_pot_algebra", _json(test="math.jsonl"), None),
+    "gsm_plus_pot": (None, _json(test="gsm_plus.jsonl"), None),
+    "theoremqa_pot": (None, _json(test="theoremqa.jsonl"), None),
     "bbh": ("bbh_cot_fewshot_boolean_expressions", _json(test="bbh_boolean_expressions.jsonl"), 3),
     "mmlu": (
         "mmlu_abstract_algebra",

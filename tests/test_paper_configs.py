@@ -10,13 +10,13 @@ from helpers import snakemake
 from grape import config as gconfig
 from grape import sft
 
-# jobs per rule: UltraInteract 6 sources x 4 targets x 4 arms, 16 score shards, (4 targets + 16 tuned) x 6
+# jobs per rule: UltraInteract 6 sources x 4 targets x 4 arms, 16 score shards, (4 targets + 16 tuned) x 9
 # benchmarks evaluated one job each; Tulu-3 0 sources x 3 targets x 7 arms (two of them on the pool of every pair:
 # below_min + pool_all_available), (3 + 21) x 5 benchmarks
 EXPECTED = {
     "ultrainteract": {
         "compose": 1, "data": 1, "model": 10, "sample": 6, "verify": 1, "score_shard": 64, "score_gather": 4,
-        "select": 16, "sft": 16, "evaluate": 120, "report": 1, "all": 1,
+        "select": 16, "sft": 16, "evaluate": 180, "report": 1, "all": 1,
     },
     "tulu3": {
         "compose": 1, "data": 1, "below_min": 1, "model": 3, "verify": 1, "pool_all_available": 1, "score_shard": 48,

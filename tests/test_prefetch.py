@@ -48,7 +48,8 @@ def test_prefetch_lists_every_dataset_every_benchmark_reads():
     by = {}
     for i in bench:
         by.setdefault(i["name"], set()).add((i["id"], i["config"]))
-    assert by["gsm_plus"] == {("qintongli/GSM-Plus", None)} and by["theoremqa"] == {("TIGER-Lab/TheoremQA", None)}
+    assert by["gsm_plus"] == by["gsm_plus_pot"] == {("qintongli/GSM-Plus", None)}
+    assert by["theoremqa"] == by["theoremqa_pot"] == {("TIGER-Lab/TheoremQA", None)} and len(by["math_pot"]) == 7
     assert by["mbpp"] == {("google-research-datasets/mbpp", "full")}
     assert by["humaneval"] == {("openai/openai_humaneval", None)}
     assert {c for _, c in by["math_cot"]} >= {"algebra", "precalculus"} and len(by["math_cot"]) == 7
@@ -57,7 +58,8 @@ def test_prefetch_lists_every_dataset_every_benchmark_reads():
     assert len(mmlu) == 57 and {"anatomy", "world_religions"} <= mmlu
     assert len({i["config"] for i in tulu if i["name"] == "bbh"}) == 27
     local = gconfig.compose("ultrainteract", ["+evaluate.benchmarks.gsm_plus.dataset={dataset_path: /data/gsmp}"])
-    assert "qintongli/GSM-Plus" not in {i["id"] for i in prefetch.needs(local)}
+    got = {(i["name"], i["id"]) for i in prefetch.needs(local) if i["kind"] == "benchmark"}
+    assert ("gsm_plus_pot", "qintongli/GSM-Plus") in got and not {n for n, _ in got if n == "gsm_plus"}
 
 
 def test_an_evaluate_job_on_an_empty_cache_stops_before_loading_a_model(tmp_path):
