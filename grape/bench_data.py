@@ -82,13 +82,15 @@ def reads(tm, name: str, bench: Mapping, overrides: Mapping) -> list[dict]:
     cfgs = [dict(overrides)] if overrides else _leaves(tm, bench["task"], set())
     out, seen = [], set()
     for cfg in cfgs:
+        kwargs = {k: v for k, v in (cfg.get("dataset_kwargs") or {}).items() if k != "data_files"}
         files = (cfg.get("dataset_kwargs") or {}).get("data_files")
         files = sorted(files.values() if isinstance(files, dict) else [files] if files else [])
         key = (cfg.get("dataset_path"), cfg.get("dataset_name"), tuple(map(str, files)))
         if key[0] is None or key in seen:
             continue
         seen.add(key)
-        out.append({"benchmark": name, "id": key[0], "config": key[1], "files": [str(f) for f in files]})
+        item = {"benchmark": name, "id": key[0], "config": key[1], "files": [str(f) for f in files]}
+        out.append({**item, **({"kwargs": kwargs} if kwargs else {})})  # e.g. data_dir: loaded as lm-eval loads it
     return out
 
 
@@ -115,7 +117,7 @@ def missing(items: list[Mapping]) -> list[str]:
         if os.path.exists(it["id"]):
             continue
         try:
-            builder = datasets.load_dataset_builder(it["id"], it.get("config"))
+            builder = datasets.load_dataset_builder(it["id"], it.get("config"), **it.get("kwargs", {}))
             ready = Path(builder.cache_dir).is_dir()
         except Exception:  # ConnectionError (OfflineModeIsEnabled), FileNotFoundError: not in the cache
             ready = False
@@ -132,7 +134,7 @@ def fetch(item: Mapping) -> dict:
 
     from grape.provenance import sha256_path
 
-    builder = datasets.load_dataset_builder(item["id"], item.get("config"))
+    builder = datasets.load_dataset_builder(item["id"], item.get("config"), **item.get("kwargs", {}))
     builder.download_and_prepare()
     cache = Path(builder.cache_dir)
     try:

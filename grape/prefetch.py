@@ -95,7 +95,8 @@ def benchmark_needs(e: Mapping) -> list[dict]:
         for n in run
         for it in bench_data.reads(tm, n, e["benchmarks"][n], bench_data.local_copy(n, e["benchmarks"][n]))
     ]
-    return [{"kind": "benchmark", "name": it["benchmark"], "id": it["id"], "config": it["config"], "revision": None}
+    return [{"kind": "benchmark", "name": it["benchmark"], "id": it["id"], "config": it["config"], "revision": None,
+             **({"kwargs": it["kwargs"]} if it.get("kwargs") else {})}
             for it in items if not bench_data.is_local(it) and not looks_local(it["id"])]  # fmt: skip
 
 
