@@ -25,16 +25,17 @@ LOADERS = ("json", "csv", "parquet", "text", "arrow")
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"  # our task YAMLs (`--include_path`)
 
 
-def task_manager(extra: list[str] | None = None):
-    """lm-eval's task index with our tasks (and `extra` folders), built once per process (it reads ~10K YAMLs)."""
-    return _index(tuple(extra or ()))
+def task_manager(extra: list[str] | None = None, defaults: bool = True):
+    """lm-eval's task index with our tasks (and `extra` folders), built once per process. `defaults`: with lm-eval's
+    own tasks too (it reads ~10K YAMLs, ~8 s); a job whose benchmarks are all ours (`grape_*`) skips them."""
+    return _index(tuple(extra or ()), defaults)
 
 
 @lru_cache(maxsize=4)
-def _index(extra: tuple[str, ...]):
+def _index(extra: tuple[str, ...], defaults: bool):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=[str(TASKS_DIR), *extra])
+    return TaskManager(include_path=[str(TASKS_DIR), *extra], include_defaults=defaults)
 
 
 def local_copy(name: str, b: Mapping) -> dict:

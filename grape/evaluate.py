@@ -280,7 +280,9 @@ def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dic
     }
     if manifest.get("revision"):
         model_args["revision"] = manifest["revision"]
-    tm = bench_data.task_manager([str(Path(task_yaml).parent.resolve())] if task_yaml else [])
+    lm_evals = [b["task"] for b in plan.values() if not isinstance(b, str) and b["task"] != alpaca.NAME]
+    defaults = any(not t.startswith(TASK_PREFIX) for t in lm_evals)  # lm-eval's own tasks: its full index
+    tm = bench_data.task_manager([str(Path(task_yaml).parent.resolve())] if task_yaml else [], defaults)
     preflight(
         tm, plan, params.get("experiment") or params["name"]
     )  # before the model loads: minutes, not a 7B load, to learn it
