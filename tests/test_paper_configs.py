@@ -49,3 +49,23 @@ def test_paper_configs_say_what_the_paper_says():
         assert cfg["sft"]["lr"] == 1e-5 and cfg["sft"]["epochs"] == 1 and cfg["sft"]["method"] == "full"
         assert cfg["sft"]["global_batch"] == 256 and cfg["sft"]["batch_size"] == 2
         assert sft.accumulation(256, 2, cfg["resources"]["sft_min_gpus"]) == 32  # the paper's 4-GPU node
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_rehearsal_plans_its_paper_experiments_jobs_at_toy_size(tmp_path, name):
+    """The rehearsal (config/experiment/<name>_rehearsal.yaml) includes the paper config and changes only sizes:
+    the same rules, arms, benchmark columns and target families; only the score shards shrink (16 -> 2 per target)."""
+    proc = snakemake(tmp_path, "--cores", "1", "-n", "--config", f"experiment={name}_rehearsal")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs, paper = job_counts(proc.stdout), dict(EXPECTED[name])
+    targets = len(gconfig.compose(name, [])["targets"])
+    assert jobs.pop("score_shard") == 2 * targets and paper.pop("score_shard") == 16 * targets
+    assert jobs == paper
+    paper_cfg, rehearsal = gconfig.compose(name, []), gconfig.compose(f"{name}_rehearsal", [])
+    assert rehearsal["select"]["arms"] == paper_cfg["select"]["arms"]
+    assert rehearsal["evaluate"]["tasks"] == paper_cfg["evaluate"]["tasks"]
+    assert {m["kind"] for m in rehearsal["models"].values()} == {"random"}
+    families = {"llama31": "llama", "llama32": "llama", "mistral": "mistral", "qwen25": "qwen2", "mixtral": "mixtral",
+                "codestral": "mistral"}  # fmt: skip
+    for model, m in rehearsal["models"].items():
+        assert m["architecture"] == next(f for p, f in families.items() if model.startswith(p)), model

@@ -5,7 +5,8 @@ initialised from `init_seed`. Builds in about a second. `architecture` is one of
 with what sets it apart, so a family-specific break shows up on CPU:
 - `llama` (Llama-3.x): tied embeddings here (as Llama-3.2), no biases;
 - `mistral` (Mistral-7B-v0.3): untied embeddings, a sliding-window attention setting;
-- `qwen2` (Qwen2.5): biases on the q/k/v projections, tied embeddings (as the small Qwen2.5 models).
+- `qwen2` (Qwen2.5): biases on the q/k/v projections, tied embeddings (as the small Qwen2.5 models);
+- `mixtral` (Mixtral-8x7B, a source in the paper): a tiny mixture of experts.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ ARCHITECTURES = {  # architecture -> (config class, model class, what sets the f
     "llama": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"tie_word_embeddings": False, "sliding_window": 64}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
+    # Mixtral-8x7B (a source): a mixture of experts, 2 experts of which 1 routes each token
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", {"tie_word_embeddings": False, "num_local_experts": 2,
+                                                        "num_experts_per_tok": 1}),  # fmt: skip
 }
+# `prompt_format: chat` (an instruct source): a minimal chat template, so chat prompting runs as with a real one
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
 
 
 def build(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
@@ -53,6 +59,8 @@ def build(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
     arch = cfg.get("architecture", "llama")
     config_cls, model_cls, extra = ARCHITECTURES[arch]
     tok = train_tiny_tokenizer(cfg["vocab_size"])
+    if cfg.get("prompt_format") == "chat":
+        tok.chat_template = CHAT_TEMPLATE
     config = getattr(transformers, config_cls)(
         vocab_size=len(tok),
         hidden_size=cfg["hidden_size"],
