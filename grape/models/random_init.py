@@ -45,8 +45,11 @@ ARCHITECTURES = {  # architecture -> (config class, model class, what sets the f
     "mistral": ("MistralConfig", "MistralForCausalLM", {"tie_word_embeddings": False, "sliding_window": 64}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
     # Mixtral-8x7B (a source): a mixture of experts, 2 experts of which 1 routes each token
-    "mixtral": ("MixtralConfig", "MixtralForCausalLM", {"tie_word_embeddings": False, "num_local_experts": 2,
-                                                        "num_experts_per_tok": 1}),  # fmt: skip
+    "mixtral": (
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        {"tie_word_embeddings": False, "num_local_experts": 2, "num_experts_per_tok": 1},
+    ),
 }
 # `prompt_format: chat` (an instruct source): a minimal chat template, so chat prompting runs as with a real one
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
