@@ -24,8 +24,9 @@ Columns:
                CUDA: torch.cuda.max_memory_allocated during the run minus the memory allocated before it.
   eff GFLOP/s  needed FLOPs / time, needed FLOPs = 2 x (non-embedding params + vocab x hidden) x candidate
                tokens (the dense matmul work of the plain loop, attention left out).
-  eff/peak     the same as a fraction of the fp32 2048^3 matmul FLOP/s measured in the same process (CPU)
-               or of --peak-tflops (CUDA). Above 1.0 means the method did less work than the plain loop.
+  eff/peak     the same as a fraction of the matmul FLOP/s measured in the same process in the model's dtype
+               (2048^3 on CPU, 8192^3 on CUDA), or of --peak-tflops when given. Above 1.0 means the method
+               did less work than the plain loop.
   done/peak    the FLOPs the method actually performed (padding included; the engine: 2 x non-embedding
                params per input token + 2 x vocab x hidden per scored position) / time / peak: how well
                the hardware was used.
@@ -234,21 +235,11 @@ def work_done(method: str, examples, args, n_body: int, n_head: int) -> float:
 
 
 def matmul_peak(device: str, dtype) -> float:
-    """Best FLOP/s of a 2048^3 matmul (fp32 on CPU, the model dtype on CUDA)."""
-    import torch
+    """The matmul peak every FLOP/s figure of the run is divided by (`grape.runtime.matmul_peak`, 2048^3 on CPU,
+    8192^3 on CUDA, in the model's dtype), measured in the same process."""
+    from grape import runtime
 
-    n = 2048 if device == "cpu" else 8192
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best = 0.0
-    for _ in range(3):
-        reps = 5 if device == "cpu" else 20
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        _sync(device)
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
+    return runtime.matmul_peak(device, dtype, n=2048 if device == "cpu" else 8192)
 
 
 def _rss_reset() -> int:
@@ -367,7 +358,7 @@ def worker(args) -> None:
     # Warm-up on the first instruction (first-call allocations, kernel selection), not timed.
     warm_n = args.candidates
     run(examples[:warm_n], rows[:warm_n] if tok is not None else None)
-    peak_before = matmul_peak(device, torch.float32 if device == "cpu" else runtime.dtype_for(device))
+    peak_before = matmul_peak(device, dtype)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -382,7 +373,7 @@ def worker(args) -> None:
         times.append(time.perf_counter() - t)
     seconds = min(times)
     mem = (torch.cuda.max_memory_allocated() - mem0) if device == "cuda" else max(0, _rss_peak() - rss0)
-    peak_after = matmul_peak(device, torch.float32 if device == "cpu" else runtime.dtype_for(device))
+    peak_after = matmul_peak(device, dtype)
     cand_tokens = sum(len(p) + len(r) for _, p, r in examples)
     result = {
         "method": args.method,
@@ -395,6 +386,7 @@ def worker(args) -> None:
         "needed_flops": cand_tokens * 2 * (n_body + n_head),
         "done_flops": work_done(args.method, examples, args, n_body, n_head),
         "matmul_peak": (peak_before + peak_after) / 2,
+        "dtype": str(dtype).removeprefix("torch."),
         "n_body": n_body,
         "n_head": n_head,
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()} threads",
@@ -463,12 +455,13 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--peak-tflops",
         type=float,
-        default=989.0,
-        help="CUDA: the peak the FLOP/s columns are divided by (H100 SXM dense bf16: 989)",
+        default=None,
+        help="divide the FLOP/s columns by this peak instead of the matmul peak measured in the run (H100 SXM "
+        "dense bf16: 989 on paper, ~790 measured on an H200)",
     )
     ap.add_argument(
         "--dtype",
-        default="float32",
+        default="auto",
         choices=["auto", "float32", "bfloat16"],
         help="model dtype for every method (auto: grape.runtime.choose_dtype)",
     )
@@ -551,12 +544,12 @@ def main(argv=None) -> None:
         f"load average (1 min) before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f} "
         f"(other processes on the machine slow every method)"
     )
-    what = "2048^3 fp32" if args.device == "cpu" else "8192^3 bf16"
+    what = f"{'2048^3' if args.device == 'cpu' else '8192^3'} {results[0].get('dtype', '')}"
     print(
         f"measured matmul peak ({what}, mean of before/after each method): "
         + ", ".join(f"{r['method']} {r['matmul_peak'] / 1e9:.0f}" for r in results)
         + " GFLOP/s"
-        + ("" if args.device == "cpu" else f"; FLOP/s columns divided by --peak-tflops {args.peak_tflops:g}")
+        + (f"; FLOP/s columns divided by --peak-tflops {args.peak_tflops:g}" if args.peak_tflops else "")
     )
     print()
     hdr = (
@@ -568,7 +561,7 @@ def main(argv=None) -> None:
     for r in results:
         tps = r["cand_tokens"] / r["seconds"]
         ratio = tps / (base["cand_tokens"] / base["seconds"]) if base else float("nan")
-        peak = r["matmul_peak"] if args.device == "cpu" else args.peak_tflops * 1e12
+        peak = args.peak_tflops * 1e12 if args.peak_tflops else r["matmul_peak"]
         eff, done = r["needed_flops"] / r["seconds"], r["done_flops"] / r["seconds"]
         diff, picks = "-", "-"
         if ref is not None and r["method"] != "plain":

@@ -150,7 +150,9 @@ def training_table(params: Mapping, files: Mapping) -> pd.DataFrame:
                     "padding_free": r.get("padding_free"),
                     "dtype": r.get("dtype"),
                     "dtype_reason": r.get("dtype_reason"),
+                    "gradient_checkpointing": r.get("gradient_checkpointing"),
                     "tokens_per_s": c.get("tokens_per_s"),
+                    "mfu": log.get("throughput", {}).get("steady_mfu"),
                     "resumed_from": c.get("resumed_from"),
                 }
             )

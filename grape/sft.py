@@ -10,20 +10,24 @@ The recipe (`sft` in the config; the paper's in config/experiment/ultrainteract.
   Reduction: TRL's, the mean over every response token of the global batch (tokens summed over the micro-batches
   and processes of one optimizer step, then divided by their count), not a mean of per-sequence means, so long
   responses weigh by their length, as in open-instruct's "sum" loss divided by tokens.
-- Global batch: `sft.global_batch` examples per optimizer step whatever the number of processes; the micro-batch
-  is `sft.batch_size` per process and gradient accumulation is derived (`accumulation`): global / (micro x
-  processes). A global batch those cannot reach exactly is an error that says which numbers divide it.
-- Padding-free (`sft.padding_free`, on by default): the examples of a micro-batch are concatenated into one
-  sequence with position ids restarting at 0 per example and attention that never crosses an example: TRL's
-  padding-free path through flash attention's varlen kernels where flash-attention is installed (GPU), else
-  `PaddingFreeCollator`'s block-diagonal mask (sdpa). The micro-batch stays `sft.batch_size` examples, so the global
-  batch keeps its meaning. tests/test_sft.py checks padded and padding-free per-example losses agree.
+- Global batch: `sft.global_batch` examples per optimizer step whatever the number of processes.
+- Padding-free (`sft.padding_free`, on by default): each step is cut into micro-batches by `grape.sft_batches`,
+  `sft.batch_size` examples each, or as many as fit `sft.micro_batch_tokens` tokens (what keeps a GPU busy), each
+  micro-batch one sequence with position ids restarting per example; transformers builds the document mask from
+  them for whatever attention runs (sdpa, flex attention's block mask, flash attention's varlen kernels), so no
+  example sees another (tests/test_sft.py: per-example losses, and whole runs, equal to the padded path's).
+  Padded (`padding_free: false`): TRL's padded batches of `sft.batch_size` examples, accumulation derived.
+  A global batch the micro-batches cannot reach exactly is an error that says which numbers divide it.
 - Checkpoints (`sft.save_steps` > 0): saved into `<output>.checkpoints/` beside the output; a rerun of a killed job
   resumes from the last one (same data order, same final step count); removed once the model is written unless
   `sft.keep_checkpoints`.
 - dtype: `grape.runtime.choose_dtype` (bf16 on a GPU and on CPUs with AMX/AVX512-BF16, else fp32), recorded with
-  its reason. Gradient checkpointing and the attention implementation: `auto` = on / flash-attention-2 (when
-  installed) on a GPU, off / sdpa on CPU.
+  its reason. Attention `auto`: on a GPU flash-attention-2 when installed, else flex attention for padding-free
+  micro-batches (a block mask, no dense one, no per-length re-planning) and sdpa for padded ones; sdpa on CPU.
+  Gradient checkpointing `auto`: on a GPU only when the step would not fit without it
+  (`grape.sft_batches.checkpointing`, its estimate recorded); off on CPU.
+- Measured: every optimizer step's real tokens, seconds, tokens/s, TFLOP/s and MFU against a matmul peak measured
+  in the same job (`train_log.json` `steps` and `throughput`).
 - Several processes: the rule launches `accelerate launch` (config/accelerate/<sft.accelerate>.yaml: ddp, fsdp2,
   deepspeed_zero3) with the job's GPU count; one process runs the same code without it. Only the main process
   writes the output.
@@ -42,6 +46,7 @@ from typing import Mapping
 from grape.contracts import SELECTION
 from grape.io import atomic_path, read_jsonl
 from grape.provenance import write_meta
+from grape.sft_batches import accumulation
 from grape.template import Template
 
 CODE_VERSION = 1  # bump when a change to training alters the model written (checkpoints then start over)
@@ -69,81 +74,42 @@ def build_dataset(tokenizer, template: Template, rows: list[dict], max_length: i
     return ds, stats
 
 
-class PaddingFreeCollator:
-    """A micro-batch as one sequence with no padding, each example attending only to itself: position ids restart at
-    0 per example and the attention mask is block-diagonal causal (a 4D boolean mask, which sdpa and eager take as
-    it is). TRL's own padding-free path leaves the mask out and relies on flash attention's varlen kernels; with sdpa
-    that lets examples attend to each other (tests/test_sft.py shows the losses differ), so on CPU this one is used.
-    Labels: the response tokens (TRL's `labels`, or `completion_mask`), never the first token of an example."""
-
-    def __call__(self, examples: list[dict]) -> dict:
-        import torch
-
-        ids = [torch.as_tensor(e["input_ids"]) for e in examples]
-        if "labels" in examples[0]:  # TRL turns completion_mask into labels (-100 outside the response)
-            labels = torch.cat([torch.as_tensor(e["labels"]) for e in examples])
-        else:
-            labels = torch.cat(
-                [torch.where(torch.as_tensor(e["completion_mask"]).bool(), x, -100) for x, e in zip(ids, examples)]
-            )
-        lengths = [len(x) for x in ids]
-        position_ids = torch.cat([torch.arange(n) for n in lengths])
-        labels[position_ids == 0] = -100
-        seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(lengths))
-        total = int(sum(lengths))
-        causal = torch.ones(total, total, dtype=torch.bool).tril_()
-        attention = causal & (seq[:, None] == seq[None, :])
-        return {
-            "input_ids": torch.cat(ids)[None],
-            "labels": labels[None],
-            "position_ids": position_ids[None],
-            "attention_mask": attention[None, None],
-        }
-
-
 def world_size() -> int:
     """Processes of this training run (accelerate / torchrun set WORLD_SIZE; 1 otherwise)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def accumulation(global_batch: int, micro_batch: int, processes: int) -> int:
-    """Gradient accumulation steps that make `global_batch` from `micro_batch` per process on `processes`."""
-    per_step = micro_batch * processes
-    if global_batch % per_step:
-        fits = [n for n in range(1, global_batch + 1) if global_batch % (micro_batch * n) == 0]
-        raise ValueError(
-            f"sft.global_batch {global_batch} is not a multiple of sft.batch_size {micro_batch} x {processes} "
-            f"processes = {per_step}: no whole number of accumulation steps reaches it; with batch_size "
-            f"{micro_batch} use {fits[:8]} processes, or change sft.batch_size / sft.global_batch"
-        )
-    return global_batch // per_step
+def attention(s: Mapping, dev: str) -> str:
+    """The attention implementation: the config's, or for `auto` the fastest that keeps examples apart here."""
+    if s["attn_implementation"] != "auto":
+        return s["attn_implementation"]
+    if dev != "cuda":
+        return "sdpa"
+    try:
+        import flash_attn  # noqa: F401
+
+        return "flash_attention_2"
+    except ImportError:
+        return "flex_attention" if s["padding_free"] else "sdpa"
 
 
-def recipe(s: Mapping, dev: str, processes: int) -> dict:
-    """Every choice the trainer gets, resolved for this device and process count (written to train_log.json)."""
+def recipe(s: Mapping, dev: str, processes: int, attn: str | None = None) -> dict:
+    """Every choice the trainer gets that does not depend on the model or the data, resolved for this device and
+    process count (written to train_log.json; `run` adds the micro-batch plan and gradient checkpointing)."""
     from grape import runtime
 
     dtype, why = runtime.choose_dtype(s["dtype"], dev)
-    gc = s["gradient_checkpointing"]
-    attn = s["attn_implementation"]
-    if attn == "auto":
-        attn = "sdpa"
-        if dev == "cuda":
-            try:
-                import flash_attn  # noqa: F401
-
-                attn = "flash_attention_2"
-            except ImportError:
-                pass
+    if s["micro_batch_tokens"] and not s["padding_free"]:
+        raise ValueError("sft.micro_batch_tokens needs sft.padding_free: true (padded batches count examples)")
     return {
         "processes": processes,
         "global_batch": s["global_batch"],
         "micro_batch": s["batch_size"],
-        "grad_accum": accumulation(s["global_batch"], s["batch_size"], processes),
+        "micro_batch_tokens": s["micro_batch_tokens"],
+        "grad_accum": None if s["padding_free"] else accumulation(s["global_batch"], s["batch_size"], processes),
         "dtype": dtype,
         "dtype_reason": why,
-        "gradient_checkpointing": (dev == "cuda") if gc == "auto" else bool(gc),
-        "attn_implementation": attn,
+        "attn_implementation": attn or attention(s, dev),
         "padding_free": bool(s["padding_free"]),
         "loss": "mean over the response tokens of the global batch (TRL)",
     }
@@ -166,7 +132,7 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from grape import model_folder, resume, runtime
+    from grape import model_folder, resume, runtime, sft_batches
 
     runtime.setup(params["threads"], seed=params["seed"])
     s = params["sft"]
@@ -180,6 +146,40 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         model_dir, dtype=torch.float32, device="cpu", attn_implementation=plan["attn_implementation"]
     )
     dataset, stats = build_dataset(tok, template, rows, s["max_length"])
+    micro = None
+    if plan["padding_free"]:
+        lengths = [len(x) for x in dataset["input_ids"]]
+        micro, plan["grad_accum"], steps = sft_batches.plan(
+            lengths,
+            s["global_batch"],
+            plan["processes"],
+            s["epochs"],
+            params["seed"],
+            examples_per_micro=None if s["micro_batch_tokens"] else s["batch_size"],
+            tokens_per_micro=s["micro_batch_tokens"],
+        )
+        heaviest = max(sum(lengths[i] for i in m) for m in micro)
+        plan["micro_batches"] = {
+            "per_step": plan["grad_accum"] * plan["processes"],
+            "max_tokens": heaviest,
+            "mean_tokens": round(sum(lengths[i] for st in steps for i in st) / max(1, len(micro)), 1),
+            "empty": sum(1 for m in micro if not m),
+        }
+    else:
+        heaviest = s["batch_size"] * max(len(x) for x in dataset["input_ids"])
+    shape = sft_batches.model_shape(model)
+    plan["gradient_checkpointing"], plan["gradient_checkpointing_reason"] = sft_batches.checkpointing(
+        s["gradient_checkpointing"],
+        dev,
+        shape,
+        model.config.hidden_size,
+        model.config.vocab_size,
+        heaviest,
+        s["method"] == "full",
+        plan["processes"] if s["accelerate"] in ("fsdp2", "deepspeed_zero3") else 1,
+        torch.cuda.get_device_properties(0).total_memory if dev == "cuda" else None,
+    )
+    model.config.use_cache = False  # training: no KV cache, so transformers derives the document mask from positions
     peft_config = None
     if s["method"] == "lora":
         from peft import LoraConfig
@@ -207,9 +207,9 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     last = _last_checkpoint(ckpt) if save_steps else None
     args = SFTConfig(
         output_dir=str(ckpt),
-        num_train_epochs=s["epochs"],
+        num_train_epochs=1 if micro is not None else s["epochs"],  # the plan holds every epoch's steps
         learning_rate=s["lr"],
-        per_device_train_batch_size=plan["micro_batch"],
+        per_device_train_batch_size=1 if micro is not None else plan["micro_batch"],
         gradient_accumulation_steps=plan["grad_accum"],
         lr_scheduler_type=s["scheduler"],
         optim=s["optim"],
@@ -217,7 +217,10 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         max_length=s["max_length"],
         completion_only_loss=True,
         packing=False,
-        padding_free=plan["padding_free"] and plan["attn_implementation"] == "flash_attention_2",
+        padding_free=False,  # ours: grape.sft_batches, for every attention implementation
+        train_sampling_strategy="sequential" if micro is not None else "random",
+        remove_unused_columns=micro is None,
+        dataset_kwargs={"skip_prepare_dataset": True} if micro is not None else None,
         bf16=plan["dtype"] == "bfloat16",
         fp16=False,
         use_cpu=dev != "cuda",
@@ -233,20 +236,28 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False if plan["processes"] > 1 else None,
     )
-    collator = None  # TRL's: padded batches, or padding-free through flash attention's varlen kernels
-    if plan["padding_free"] and plan["attn_implementation"] != "flash_attention_2":
-        collator = PaddingFreeCollator()
-    trainer = SFTTrainer(
+    collator = None  # padded: TRL's, wrapped below to pass the lengths on
+    if micro is not None:
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        collator = sft_batches.PackedCollator(dataset, pad)
+    tally = sft_batches.Tally()
+    trainer = sft_batches.counting(SFTTrainer, tally)(
         model=model,
         args=args,
-        train_dataset=dataset,
+        train_dataset=sft_batches.micro_batches(micro) if micro is not None else dataset,
         processing_class=tok,
         peft_config=peft_config,
         data_collator=collator,
     )
+    if collator is None:
+        trainer.data_collator = sft_batches.LengthsCollator(trainer.data_collator)
+    peak = runtime.matmul_peak(dev, getattr(torch, plan["dtype"]))
+    meter = sft_batches.step_meter(tally, shape, peak, plan["processes"], dev)
+    trainer.add_callback(meter)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t0
+    model.config.use_cache = True  # the saved model generates with a cache
     history = [h for h in trainer.state.log_history if "loss" in h]
     counts = {
         **stats,
@@ -256,21 +267,24 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         "checkpoint_set_aside": job.status["set_aside"],
         "train_loss": result.training_loss,
         "train_seconds": round(train_seconds, 2),
-        "tokens_per_s": round(stats["tokens"] * s["epochs"] / train_seconds, 1) if not last else None,
+        "trained_tokens": sum(m["tokens"] for m in meter.steps),
+        "tokens_per_s": round(sum(m["tokens"] for m in meter.steps) / train_seconds, 1),
+        "max_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev == "cuda" else None,
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,
     }
+    throughput = {**sft_batches.summary(meter.steps, peak), "steps": meter.steps}
     # every process takes part in gathering the weights (sharded under FSDP / ZeRO-3); only the main one writes
     state = None if peft_config is not None else trainer.accelerator.get_state_dict(trainer.model)
     if trainer.accelerator.is_main_process:
-        _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history)
+        _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history, throughput)
         if not s["keep_checkpoints"]:
             job.clear()
     trainer.accelerator.wait_for_everyone()
     return {**counts, "dtype": plan["dtype"], "dtype_reason": plan["dtype_reason"], "grad_accum": plan["grad_accum"]}
 
 
-def _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history) -> None:
+def _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history, throughput) -> None:
     """The main process writes the model folder: the gathered full weights (`state`), or the LoRA model merged."""
     import torch
 
@@ -296,6 +310,6 @@ def _save(trainer, tok, state, params, model_dir, selection_path, out, plan, cou
                 "prompt_format": manifest.get("prompt_format", "plain"),
             },
         )
-        log = {"counts": counts, "recipe": dict(plan), "log_history": history}
+        log = {"counts": counts, "recipe": dict(plan), "throughput": throughput, "log_history": history}
         (tmp / "train_log.json").write_text(json.dumps(log, indent=2))
         write_meta(tmp, "sft", params, {"model": model_dir, "selection": selection_path}, {**counts, **plan})

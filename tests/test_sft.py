@@ -4,6 +4,7 @@ target families (Llama, Mistral, Qwen2) through scoring, SFT (LoRA and full) and
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -53,12 +54,16 @@ def test_the_loss_covers_the_response_tokens_and_eos_only(tiny):
     assert mask == sorted(mask) and stats["response_tokens"] == sum(mask)
 
 
-def test_padding_free_batches_give_the_same_per_example_losses(tiny):
-    """The padding-free collator (one flat sequence, position ids restarting per example, block-diagonal mask) vs
-    TRL's padded batches: the per-example losses on the same model agree, so no example attends to another."""
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_padding_free_batches_give_the_same_per_example_losses(tiny, attn):
+    """A packed micro-batch (one flat sequence, position ids restarting per example, no mask: transformers derives
+    the document mask) vs TRL's padded batch: the per-example losses agree, so no example attends to another."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from grape import sft_batches
+
     model, tok = tiny
+    model.set_attn_implementation(attn)
     t = Template.from_config(TEMPLATE)
     rows = [{"prompt": t.render_prompt(f"What is {i} + {i * 3}?"), "completion": t.render_response("Yes. " * i + "4.")}
             for i in range(1, 6)]  # fmt: skip
@@ -69,14 +74,14 @@ def test_padding_free_batches_give_the_same_per_example_losses(tiny):
 
     def losses(padding_free: bool) -> list[float]:
         if padding_free:
-            batch = sft.PaddingFreeCollator()(examples)
+            collate = sft_batches.PackedCollator(ds, tok.pad_token_id)
+            batch = collate([{"examples": tuple(range(len(ds)))}])
+            assert "attention_mask" not in batch and sum(batch.pop(sft_batches.LENGTHS)) == batch["input_ids"].shape[1]
         else:
             batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(examples)
         labels = batch.pop("labels")
         with torch.no_grad():
-            logits = model(
-                **{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-            ).logits
+            logits = model(**batch, use_cache=False).logits
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="none")
         nll = nll.view(labels.shape[0], -1)
         valid = labels[:, 1:] != -100
@@ -89,27 +94,68 @@ def test_padding_free_batches_give_the_same_per_example_losses(tiny):
             out.append(float(seg[ok].mean()))
         return out
 
-    padded, free = losses(False), losses(True)
+    try:
+        padded, free = losses(False), losses(True)
+    finally:
+        model.set_attn_implementation("sdpa")
     assert len(free) == len(padded) == 5
     assert free == pytest.approx(padded, abs=1e-4)
 
 
-def test_the_global_batch_holds_for_any_process_count():
-    assert [sft.accumulation(256, 2, n) for n in (1, 2, 4)] == [128, 64, 32]
-    assert [sft.accumulation(8, 2, n) for n in (1, 2, 4)] == [4, 2, 1]
+def test_steps_hold_the_global_batch_in_micro_batches_by_examples_or_tokens():
+    """The plan (grape.sft_batches): every epoch shuffled and cut into steps of global_batch examples; each step in
+    exactly accum x processes micro-batches, by examples or balanced by tokens, short steps filled with empties."""
+    from grape import sft_batches
+
+    lengths = [10 + (i * 37) % 200 for i in range(50)]
+    for procs in (1, 2):
+        micro, accum, steps = sft_batches.plan(lengths, 16, procs, 2, 0, tokens_per_micro=400)
+        per_step = accum * procs
+        assert len(steps) == 8 and [len(s) for s in steps] == [16, 16, 16, 2] * 2  # 50 = 3 x 16 + 2, twice
+        for e in range(2):  # every example once per epoch, in a seeded order
+            assert sorted(i for s in steps[4 * e : 4 * e + 4] for i in s) == list(range(50))
+        assert len(micro) == per_step * len(steps)
+        for k, s in enumerate(steps):
+            parts = micro[k * per_step : (k + 1) * per_step]
+            assert sorted(i for m in parts for i in m) == sorted(s)
+            assert sum(1 for m in parts if not m) == max(0, per_step - len(s))
+        full = [sum(lengths[i] for i in m) for m in micro[:per_step]]
+        assert max(full) - min(full) <= max(lengths)  # balanced by tokens
+        assert accum == max(-(-sum(lengths[i] for i in s) // (400 * procs)) for s in steps)
+    assert steps != sft_batches.plan(lengths, 16, 1, 2, 1, tokens_per_micro=400)[2]  # the seed decides the order
+    micro, accum, steps = sft_batches.plan(lengths, 16, 2, 1, 0, examples_per_micro=2)
+    assert accum == 4 and all(len(m) == 2 for m in micro[:8])
+    assert [sft_batches.accumulation(256, 2, n) for n in (1, 2, 4)] == [128, 64, 32]
     with pytest.raises(ValueError, match=r"global_batch 256 is not a multiple of sft.batch_size 2 x 3 processes"):
-        sft.accumulation(256, 2, 3)
-    plan = sft.recipe(_params(global_batch=256, batch_size=2)["sft"], "cpu", 4)
-    assert plan["grad_accum"] * plan["micro_batch"] * plan["processes"] == 256
+        sft_batches.accumulation(256, 2, 3)
+    with pytest.raises(ValueError, match="micro_batch_tokens needs sft.padding_free"):
+        sft.recipe(_params(padding_free=False, micro_batch_tokens=512)["sft"], "cpu", 1)
 
 
-def test_the_dtype_follows_the_cpu(monkeypatch):
+def test_the_dtype_attention_and_checkpointing_follow_the_machine(monkeypatch):
+    from grape import sft_batches
+
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
     assert sft.recipe(_params()["sft"], "cpu", 1)["dtype"] == "float32"
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
     plan = sft.recipe(_params()["sft"], "cpu", 1)
     assert plan["dtype"] == "bfloat16" and "amx_bf16" in plan["dtype_reason"]
-    assert not plan["gradient_checkpointing"] and plan["attn_implementation"] == "sdpa"
+    assert plan["attn_implementation"] == "sdpa"
+    s = _params()["sft"]
+    if importlib.util.find_spec("flash_attn") is None:
+        assert sft.attention(s, "cuda") == "flex_attention"
+        assert sft.attention({**s, "padding_free": False}, "cuda") == "sdpa"
+    # Llama-3.2-3B shape, full FT: 8K-token micro-batches fit an H200 (141 GB) without recomputation, not an H100
+    shape, hidden, vocab = (3.2e9, 28, 3072), 3072, 128256
+    on, why = sft_batches.checkpointing("auto", "cuda", shape, hidden, vocab, 8192, True, 1, 141 * 2**30)
+    assert not on and "<=" in why
+    assert sft_batches.checkpointing("auto", "cuda", shape, hidden, vocab, 8192, True, 1, 80 * 2**30)[0]
+    assert not sft_batches.checkpointing("auto", "cuda", shape, hidden, vocab, 8192, True, 4, 80 * 2**30)[0]  # fsdp
+    assert sft_batches.checkpointing("auto", "cpu", shape, hidden, vocab, 8192, True, 1, None) == (
+        False,
+        "CPU: recomputation would only cost time",
+    )
+    assert sft_batches.checkpointing(True, "cpu", shape, hidden, vocab, 8, True, 1, None)[0]
 
 
 def _run_sft(params, model_dir, selection, out, *launch, wait=True):
@@ -157,6 +203,32 @@ def test_a_killed_sft_resumes_to_the_same_end(tiny_model_dir, tmp_path):
     assert resumed["counts"]["steps"] == whole["counts"]["steps"] == 20
     assert resumed["counts"]["last_loss"] == pytest.approx(whole["counts"]["last_loss"], rel=1e-3, abs=1e-4)
     assert not ckpts.exists()  # removed once the model is written
+
+
+def test_token_budget_micro_batches_train_as_the_padded_path(tiny_model_dir, tmp_path):
+    """A whole run, padded batches of 4 examples vs padding-free micro-batches of ~150 tokens (one optimizer step
+    of all 12 examples per epoch, 3 epochs, fp32): the same loss at every step, so the split changes speed only.
+    train_log.json counts the real tokens of each step (TRL's num_tokens too) and its throughput."""
+    selection = _selection(tmp_path / "sel.jsonl", n=12)
+    base = {"method": "full", "lr": 1e-3, "epochs": 3, "global_batch": 12, "batch_size": 4, "dtype": "float32"}
+    logs = {}
+    for name, over in (("padded", {"padding_free": False}), ("tokens", {"micro_batch_tokens": 150})):
+        sft.run(_params(**base, **over), str(tiny_model_dir), str(selection), str(tmp_path / name))
+        logs[name] = json.loads((tmp_path / name / "train_log.json").read_text())
+    padded, tokens = logs["padded"], logs["tokens"]
+    assert tokens["recipe"]["micro_batches"]["per_step"] == tokens["recipe"]["grad_accum"] > 1
+    assert tokens["recipe"]["micro_batches"]["max_tokens"] <= 150 + 40
+    losses = {k: [h["loss"] for h in v["log_history"] if "loss" in h] for k, v in logs.items()}
+    assert len(losses["tokens"]) == len(losses["padded"]) == 3
+    assert losses["tokens"] == pytest.approx(losses["padded"], rel=1e-4)
+    assert losses["tokens"][-1] < losses["tokens"][0]
+    per_epoch = tokens["counts"]["tokens"]
+    for log in (padded, tokens):
+        steps = log["throughput"]["steps"]
+        assert [s["tokens"] for s in steps] == [per_epoch] * 3
+        assert all(s["tokens_per_s"] > 0 and 0 < s["mfu"] for s in steps)
+        assert log["throughput"]["matmul_peak_tflops"] > 0 and log["throughput"]["steady_steps"] == 2
+        assert [h["num_tokens"] for h in log["log_history"] if "num_tokens" in h] == [per_epoch * k for k in (1, 2, 3)]
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
