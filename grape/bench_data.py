@@ -38,9 +38,55 @@ def _index(extra: tuple[str, ...], defaults: bool):
     return TaskManager(include_path=[str(TASKS_DIR), *extra], include_defaults=defaults)
 
 
+def download_path(url: str) -> Path:
+    """Where `prefetch` puts a benchmark's `download` file: in the cache every job reads (HF_HOME, `cache_dir` in the
+    config), under a folder named for the URL, so another URL is another file and jobs on other nodes find it."""
+    import hashlib
+
+    from huggingface_hub import constants
+
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "data"
+    home = os.environ.get("HF_HOME") or constants.HF_HOME  # set by the job (cache_dir) after the hub was imported
+    return Path(home) / "grape_downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def download(name: str, spec: Mapping) -> dict:
+    """Fetch a benchmark's `download` file ({url, sha256}) into `download_path`, written whole or not at all; its
+    record for `prefetch.json`. A sha256 in the config must match (else the file is refused and not kept); without
+    one the file's hash is recorded here and the URL should pin a commit (then its bytes cannot change)."""
+    import shutil
+    import urllib.request
+
+    from grape.io import atomic_path
+    from grape.provenance import sha256_path
+
+    path = download_path(spec["url"])
+    if not (path.exists() and spec["sha256"] in (None, sha256_path(path))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with urllib.request.urlopen(spec["url"], timeout=120) as r, open(tmp, "wb") as fh:
+                shutil.copyfileobj(r, fh)
+            got = sha256_path(tmp)
+            if spec["sha256"] and got != spec["sha256"]:
+                raise ValueError(
+                    f"evaluate.benchmarks.{name}.download: {spec['url']} has sha256 {got}, the config pins "
+                    f"{spec['sha256']}; not kept"
+                )
+    return {"kind": "download", "name": name, "id": spec["url"], "path": str(path), "sha256": sha256_path(path)}
+
+
 def local_copy(name: str, b: Mapping) -> dict:
-    """Dataset settings that point one benchmark's task at a local copy (`package_file`, `dataset`)."""
+    """Dataset settings that point one benchmark's task at a local copy (`package_file`, `dataset`, or the file a
+    `download` fetched; a pinned sha256 is checked each time)."""
     over = {}
+    if b.get("download"):
+        from grape.provenance import sha256_path
+
+        path = download_path(b["download"]["url"])
+        pinned = b["download"]["sha256"]
+        if pinned and path.exists() and sha256_path(path) != pinned:
+            raise ValueError(f"evaluate.benchmarks.{name}.download: {path} does not have the pinned sha256 {pinned}")
+        over.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"test": str(path)}})
     if b.get("package_file"):
         import importlib.util
 

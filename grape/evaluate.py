@@ -39,8 +39,9 @@ from grape.template import Template
 TASK_PREFIX = "grape_"
 # Tasks whose data is not on the hub: run only when the benchmark names a local copy (`dataset`, `package_file`).
 NEEDS_LOCAL_COPY = {
-    "grape_leetcode": "set evaluate.benchmarks.leetcode.dataset to the Eurus LeetCode set (OpenBMB/Eurus "
-    "eval/Coding/leetcode/leetcode-test.json, in the HumanEval schema {prompt, test, entry_point}: README, Evaluation)",
+    "grape_leetcode": "set evaluate.benchmarks.leetcode.download {url, sha256} to the Eurus LeetCode set (the paper "
+    "configs do: OpenBMB/Eurus eval/Coding/leetcode/leetcode-test.json at a pinned commit, fetched by prefetch) or "
+    ".dataset to a local copy (README, Evaluation)",
 }
 # The last number in the generation (integers, decimals, thousands separators).
 NUMBER_REGEX = r"(-?\d[\d,]*(?:\.\d+)?)"
@@ -228,7 +229,7 @@ def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
                 "not run: AlpacaEval 2 needs a judge model; set evaluate.benchmarks.alpaca_eval.judge "
                 "{base_url, model, api_key_env} to an OpenAI-compatible server"
             )
-        elif b["task"] in NEEDS_LOCAL_COPY and not (b.get("dataset") or b.get("package_file")):
+        elif b["task"] in NEEDS_LOCAL_COPY and not (b.get("dataset") or b.get("package_file") or b.get("download")):
             plan[name] = f"not run: no hub copy; {NEEDS_LOCAL_COPY[b['task']]}"
         elif b.get("code") and not e["allow_code_execution"]:
             plan[name] = "not run: it executes model-written code; set evaluate.allow_code_execution: true to run it"

@@ -89,15 +89,18 @@ def benchmark_needs(e: Mapping) -> list[dict]:
     run = [n for n in e["tasks"] if n != "local" and e["benchmarks"][n]["task"] != alpaca.NAME]
     if not run:
         return []
+    downloads = [{"kind": "download", "name": n, "id": e["benchmarks"][n]["download"]["url"], "revision": None,
+                  "sha256": e["benchmarks"][n]["download"]["sha256"]}
+                 for n in run if e["benchmarks"][n].get("download")]  # fmt: skip
     tm = bench_data.task_manager()
     items = [
         it
         for n in run
         for it in bench_data.reads(tm, n, e["benchmarks"][n], bench_data.local_copy(n, e["benchmarks"][n]))
     ]
-    return [{"kind": "benchmark", "name": it["benchmark"], "id": it["id"], "config": it["config"], "revision": None,
-             **({"kwargs": it["kwargs"]} if it.get("kwargs") else {})}
-            for it in items if not bench_data.is_local(it) and not looks_local(it["id"])]  # fmt: skip
+    return downloads + [{"kind": "benchmark", "name": it["benchmark"], "id": it["id"], "config": it["config"],
+                         "revision": None, **({"kwargs": it["kwargs"]} if it.get("kwargs") else {})}
+                        for it in items if not bench_data.is_local(it) and not looks_local(it["id"])]  # fmt: skip
 
 
 def command(experiment: str | None) -> str:
@@ -154,6 +157,9 @@ def fetch(cfg: Mapping, dry_run: bool = False) -> list[dict]:
     for item in tqdm(items, desc="prefetch", unit=" repos"):
         if item["kind"] == "benchmark":  # loaded as lm-eval loads it, into the datasets cache jobs read offline
             records.append(bench_data.fetch(item))
+            continue
+        if item["kind"] == "download":  # one file from a URL (a benchmark with no hub copy: LeetCode)
+            records.append(bench_data.download(item["name"], {"url": item["id"], "sha256": item["sha256"]}))
             continue
         model = item["kind"] == "model"
         folder = Path(

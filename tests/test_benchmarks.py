@@ -104,6 +104,15 @@ def test_offline_pass_at_1_tells_a_right_program_from_a_wrong_one():
     assert grape_code.pass_at_1([tests], [["while True:\n    pass\n"]]) == 0.0  # time limit, not a hang
     mbpp = {"test_list": ["assert sq(3) == 9"], "test_setup_code": "import math"}
     assert grape_code.pass_at_1([grape_code.mbpp_tests(mbpp)], ["def sq(x):\n    return x * x"]) == 1.0
+    # LeetCode in the Eurus schema: the answer opened as a python block; a whole class, or the method's body
+    doc = json.loads((FIX / "leetcode.jsonl").read_text().splitlines()[0])
+    assert grape_code.leetcode_text(doc).endswith("write the code.\nAnswer: ```python\n")
+    whole = "class Solution:\n    def sumOfTwo(self, a: int, b: int) -> int:\n        return a + b\n```\nDone."
+    body = "        return a + b\n```"
+    wrong = "class Solution:\n    def sumOfTwo(self, a, b):\n        return a - b\n```"
+    programs = grape_code.leetcode_programs([[whole, body, wrong]], [doc])[0]
+    assert programs[0].startswith("import math\n") and "Done." not in programs[0]
+    assert [grape_code.pass_at_1([doc["test"]], [p]) for p in programs] == [1.0, 1.0, 0.0]
 
 
 def test_the_local_task_by_loglikelihood_choice(tiny_model_dir, tmp_path):

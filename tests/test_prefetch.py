@@ -34,8 +34,9 @@ def test_prefetch_lists_exactly_the_hub_models_and_datasets_of_a_config():
     proc = subprocess.run([GRAPE, "prefetch", "--experiment", "tulu3", "--dry-run"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     # 3 models, 5 datasets of the pool, AlpacaEval 2's reference and GLM files (tatsu-lab/alpaca_eval), and the
-    # benchmarks' datasets: mmlu's 57 subjects, bbh's 27 tasks, hendrycks_math's 7 subjects
-    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 + 57 + 27 + 7, proc.stdout
+    # benchmarks' datasets: mmlu's 57 subjects, bbh's 27 tasks, hendrycks_math's 7 subjects, and LeetCode's file
+    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 + 57 + 27 + 7 + 1, proc.stdout
+    assert "download  leetcode" in proc.stdout and "OpenBMB/Eurus/69d06cb" in proc.stdout
     assert "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout and "cais/mmlu [abstract_algebra]" in proc.stdout
     assert "tatsu-lab/alpaca_eval" in proc.stdout
     local = gconfig.compose("tulu3", ["evaluate.benchmarks.alpaca_eval.reference=/data/ae2.json"])
@@ -100,3 +101,37 @@ def test_a_missing_hub_dataset_names_it_and_the_prefetch_command(tmp_path, monke
         DataError, match=r"acme/never-fetched-pool.*snakemake prefetch --config experiment=ultrainteract"
     ):
         next(ds.rows())
+
+
+def test_a_benchmark_file_from_a_url_is_fetched_whole_pinned_and_found_offline(tmp_path, monkeypatch):
+    """LeetCode has no hub copy: prefetch fetches its file from a URL into the cache (here a file:// URL: no network),
+    a wrong sha256 is refused and nothing kept, and the evaluate job's offline check finds the file or names it."""
+    import hashlib
+    import shutil
+
+    from grape import bench_data, evaluate
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "cache"))
+    src = tmp_path / "leetcode-test.json"
+    shutil.copy(Path(__file__).parent / "fixtures" / "benchmarks" / "leetcode.jsonl", src)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    url = src.as_uri()
+    cfg = gconfig.compose("tiny", ["evaluate.tasks=[leetcode]", f"evaluate.benchmarks.leetcode.download.url={url}"])
+    e = gconfig.stage_params(cfg, "evaluate")["evaluate"]
+    assert [(i["kind"], i["id"]) for i in prefetch.needs(cfg)] == [("download", url)]
+    plan = {"leetcode": e["benchmarks"]["leetcode"]}
+    tm = bench_data.task_manager(defaults=False)
+    with pytest.raises(ValueError, match=r"leetcode: json: file not found .*grape_downloads.*snakemake prefetch"):
+        evaluate.preflight(tm, plan, "tiny")
+    with pytest.raises(ValueError, match="has sha256 .* the config pins 0000"):
+        bench_data.download("leetcode", {"url": url, "sha256": "0" * 64})
+    assert not bench_data.download_path(url).exists()  # refused: not kept
+    [record] = prefetch.fetch(cfg)
+    assert record["sha256"] == sha and Path(record["path"]) == bench_data.download_path(url)
+    assert Path(record["path"]).read_bytes() == src.read_bytes()
+    evaluate.preflight(tm, plan, "tiny")  # found offline now
+    over = bench_data.local_copy("leetcode", {**plan["leetcode"], "download": {"url": url, "sha256": sha}})
+    assert over["dataset_kwargs"]["data_files"]["test"] == record["path"]
+    Path(record["path"]).write_text("changed\n")
+    with pytest.raises(ValueError, match="does not have the pinned sha256"):
+        bench_data.local_copy("leetcode", {**plan["leetcode"], "download": {"url": url, "sha256": sha}})

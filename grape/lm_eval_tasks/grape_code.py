@@ -1,4 +1,4 @@
-"""pass@1 for the code benchmarks (HumanEval, MBPP, LeetCode), offline.
+"""pass@1 for the code benchmarks (HumanEval, MBPP, LeetCode), offline; LeetCode's prompt and programs.
 
 lm-eval's own `humaneval` and `mbpp` tasks compute pass@k with `evaluate.load("code_eval")`, which fetches the metric
 from the hub when their module is imported; offline that import fails and takes the whole task list down with it.
@@ -40,3 +40,41 @@ def humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[list[st
 def mbpp_tests(doc: dict) -> str:
     """MBPP's asserts after its setup code: what a solution must pass."""
     return "\n".join([doc.get("test_setup_code") or "", *doc["test_list"]])
+
+
+# LeetCode as the Eurus suite runs it (OpenBMB/Eurus eval/Coding/leetcode: leetcode-test.json, DeepSeek-Coder's
+# contest set 20240121-Jul, one JSON object a line: task_id, prompt, prompt_sft, test, meta, ...). What carries over:
+# the request (prompt_sft + "You need first write a step-by-step outline and then write the code."), the answer
+# opened as a ```python block (the suite pre-fills it), greedy decoding, 2,048 new tokens, the program = the suite's
+# import lines + the code + the problem's `test` (asserts on `Solution()`), run with a 10-second limit. The request
+# is wrapped in the plain template the targets were fine-tuned on (Question:/Answer:).
+LEETCODE_ASK = "\nYou need first write a step-by-step outline and then write the code."
+IMPORT_HELPER = "\n".join(
+    ["import math", "import re", "import sys", "import copy", "import datetime", "import itertools",
+     "import collections", "import heapq", "import functools", "import hashlib", "import numpy", "import numpy as np",
+     "import string", "from typing import *", "from collections import *", "from functools import *"]
+)  # fmt: skip
+
+
+def leetcode_text(doc: dict) -> str:
+    return f"Question: {doc['prompt_sft']}{LEETCODE_ASK}\nAnswer: ```python\n"
+
+
+def _stub(doc: dict) -> str:
+    """The starter code in prompt_sft's ```python block (class Solution and the method's signature)."""
+    body = doc["prompt_sft"].rsplit("```python", 1)[-1]
+    return body.split("```", 1)[0].strip("\n")
+
+
+def leetcode_code(generation: str, doc: dict) -> str:
+    """The code a generation gives: up to the block's closing fence; a generation that continues the method's body
+    (its first line indented, as the suite's evaluation checks) is appended to the starter code."""
+    code = generation.split("```", 1)[0]
+    first = next((line for line in code.split("\n") if line.strip()), "")
+    if first.startswith((" ", "\t")):
+        code = _stub(doc).rstrip() + "\n" + code
+    return code
+
+
+def leetcode_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    return [[IMPORT_HELPER + "\n" + leetcode_code(r, doc) for r in resp] for resp, doc in zip(resps, docs)]
