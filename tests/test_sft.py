@@ -102,6 +102,28 @@ def test_padding_free_batches_give_the_same_per_example_losses(tiny, attn):
     assert free == pytest.approx(padded, abs=1e-4)
 
 
+def test_flex_attention_keeps_packed_examples_apart(tiny_model_dir):
+    """The GPU default without flash-attn (`attn_implementation: auto` -> flex_attention for padding-free
+    micro-batches): transformers turns the position ids into a block mask; its forward on CPU (flex attention has no
+    CPU backward) equals sdpa's on the same packed micro-batch, so the mask keeps examples apart there too."""
+    from grape import model_folder, sft_batches
+
+    tok = model_folder.load_tokenizer(tiny_model_dir)
+    t = Template.from_config(TEMPLATE)
+    rows = [{"prompt": t.render_prompt(f"What is {i} + {i * 3}?"), "completion": t.render_response("Yes. " * i + "4.")}
+            for i in range(1, 5)]  # fmt: skip
+    ds, _ = sft.build_dataset(tok, t, rows, 96)
+    batch = sft_batches.PackedCollator(ds, tok.pad_token_id)([{"examples": (0, 1, 2, 3)}])
+    batch.pop(sft_batches.LENGTHS)
+    batch.pop("labels")
+    logits = {}
+    for attn in ("sdpa", "flex_attention"):
+        model = model_folder.load_model(tiny_model_dir, dtype=torch.float32, device="cpu", attn_implementation=attn)
+        with torch.no_grad():
+            logits[attn] = model(**batch, use_cache=False).logits
+    assert torch.allclose(logits["flex_attention"], logits["sdpa"], atol=1e-4)
+
+
 def test_steps_hold_the_global_batch_in_micro_batches_by_examples_or_tokens():
     """The plan (grape.sft_batches): every epoch shuffled and cut into steps of global_batch examples; each step in
     exactly accum x processes micro-batches, by examples or balanced by tokens, short steps filled with empties."""
