@@ -252,7 +252,10 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     if collator is None:
         trainer.data_collator = sft_batches.LengthsCollator(trainer.data_collator)
     peak = runtime.matmul_peak(dev, getattr(torch, plan["dtype"]))
-    meter = sft_batches.step_meter(tally, shape, peak, plan["processes"], dev)
+    planned = None
+    if micro is not None:
+        planned = [(sum(lengths[i] for i in st), sum(lengths[i] ** 2 for i in st)) for st in steps]
+    meter = sft_batches.step_meter(tally, shape, peak, plan["processes"], dev, planned)
     trainer.add_callback(meter)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)

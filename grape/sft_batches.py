@@ -178,10 +178,13 @@ def model_shape(model) -> tuple[int, int, int]:
     return params, cfg.num_hidden_layers, heads * head_dim
 
 
-def step_meter(tally: Tally, shape: tuple[int, int, int], peak: float, processes: int, device: str):
-    """A TrainerCallback recording each optimizer step: real tokens (the collator's count on this process x
-    processes: exact when every process gets the same share, an estimate otherwise), seconds, tokens/s, TFLOP/s
-    and MFU against `peak` (FLOP/s of a matmul measured in this job, `grape.runtime.matmul_peak`)."""
+def step_meter(
+    tally: Tally, shape: tuple[int, int, int], peak: float, processes: int, device: str, planned=None
+):  # fmt: skip
+    """A TrainerCallback recording each optimizer step: real tokens, seconds, tokens/s, TFLOP/s and MFU against
+    `peak` (FLOP/s of a matmul measured in this job, `grape.runtime.matmul_peak`). Tokens: the plan's count for the
+    step (`planned`: (tokens, squared lengths) per step, exact on any number of processes), else what this process
+    trained x processes (padded batches: exact on one process, an estimate on several)."""
     from transformers import TrainerCallback
 
     class StepMeter(TrainerCallback):
@@ -205,6 +208,8 @@ def step_meter(tally: Tally, shape: tuple[int, int, int], peak: float, processes
             now = time.perf_counter()
             tokens, squares = tally.take()
             tokens, squares = tokens * processes, squares * processes
+            if planned is not None and 0 < state.global_step <= len(planned):
+                tokens, squares = planned[state.global_step - 1]
             dt = max(now - self.t0, 1e-9)
             flops = flops_per_step(*shape, tokens, squares)
             self.steps.append(

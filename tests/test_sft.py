@@ -204,6 +204,14 @@ def test_two_processes_through_accelerate_keep_the_global_batch(tiny_model_dir, 
     assert two["recipe"]["processes"] == 2 and two["recipe"]["grad_accum"] == 2
     assert one["recipe"]["processes"] == 1 and one["recipe"]["grad_accum"] == 4
     assert two["counts"]["steps"] == one["counts"]["steps"] == 2  # 16 examples / global batch 8
+    # micro-batches by tokens: the same steps of examples on 1 and 2 processes, so the same loss at every step
+    by_tokens = {**params, "sft": {**params["sft"], "micro_batch_tokens": 120, "dtype": "float32"}}
+    two = _run_sft(by_tokens, tiny_model_dir, selection, tmp_path / "two_t", *launch)
+    one = _run_sft(by_tokens, tiny_model_dir, selection, tmp_path / "one_t")
+    assert two["recipe"]["micro_batches"]["per_step"] == 2 * two["recipe"]["grad_accum"]
+    loss = {k: [h["loss"] for h in v["log_history"] if "loss" in h] for k, v in (("one", one), ("two", two))}
+    assert len(loss["one"]) == 2 and loss["two"] == pytest.approx(loss["one"], rel=1e-4)
+    assert [s["tokens"] for s in two["throughput"]["steps"]] == [s["tokens"] for s in one["throughput"]["steps"]]
     assert (tmp_path / "two" / "model.safetensors").exists() and not (tmp_path / "two.checkpoints").exists()
 
 
