@@ -49,7 +49,7 @@ from grape.provenance import write_meta
 from grape.sft_batches import accumulation
 from grape.template import Template
 
-CODE_VERSION = 1  # bump when a change to training alters the model written (checkpoints then start over)
+CODE_VERSION = 2  # 2: micro-batches planned by grape.sft_batches. Bump when a change to training alters the model written (checkpoints then start over)
 
 
 def build_dataset(tokenizer, template: Template, rows: list[dict], max_length: int):
@@ -93,7 +93,7 @@ def attention(s: Mapping, dev: str) -> str:
         return "flex_attention" if s["padding_free"] else "sdpa"
 
 
-def recipe(s: Mapping, dev: str, processes: int, attn: str | None = None) -> dict:
+def recipe(s: Mapping, dev: str, processes: int) -> dict:
     """Every choice the trainer gets that does not depend on the model or the data, resolved for this device and
     process count (written to train_log.json; `run` adds the micro-batch plan and gradient checkpointing)."""
     from grape import runtime
@@ -109,7 +109,7 @@ def recipe(s: Mapping, dev: str, processes: int, attn: str | None = None) -> dic
         "grad_accum": None if s["padding_free"] else accumulation(s["global_batch"], s["batch_size"], processes),
         "dtype": dtype,
         "dtype_reason": why,
-        "attn_implementation": attn or attention(s, dev),
+        "attn_implementation": attention(s, dev),
         "padding_free": bool(s["padding_free"]),
         "loss": "mean over the response tokens of the global batch (TRL)",
     }
