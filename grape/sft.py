@@ -49,7 +49,7 @@ from grape.provenance import write_meta
 from grape.sft_batches import accumulation
 from grape.template import Template
 
-CODE_VERSION = 2  # 2: micro-batches planned by grape.sft_batches. Bump when a change to training alters the model written (checkpoints then start over)
+CODE_VERSION = 2  # bump when a change to training alters the model written (checkpoints then start over); 2: sft_batches
 
 
 def build_dataset(tokenizer, template: Template, rows: list[dict], max_length: int):
