@@ -49,7 +49,8 @@ from grape.provenance import write_meta
 from grape.sft_batches import accumulation
 from grape.template import Template
 
-CODE_VERSION = 2  # bump when a change to training alters the model written (checkpoints then start over); 2: sft_batches
+# bump when a change to training alters the model written (checkpoints then start over); 2: grape.sft_batches
+CODE_VERSION = 2
 
 
 def build_dataset(tokenizer, template: Template, rows: list[dict], max_length: int):
