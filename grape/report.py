@@ -329,7 +329,7 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
     paper = paper_table(params, table)
     if len(paper):
         body += [f"<h2>The paper's numbers beside ours</h2><p>{html.escape(params['report']['paper']['metric'])}; "
-                 "the paper's column is the paper's, not a run of this suite.</p>", paper.to_html(index=False)]  # fmt: skip
+                 "the paper's column is the paper's, not a run of this suite.</p>", paper.to_html(index=False, na_rep="n/a")]  # fmt: skip
     body += [
         "<h2>Training examples per arm</h2><p>shortfall: responses a baseline's definition asked for that the pool "
         "did not have (strongest, 3x).</p>",
