@@ -15,8 +15,11 @@ What happens, with the package's own pieces where it has them:
    judge's log-probabilities of "m" vs "M" give a soft preference; the two answers' order is randomised per
    instruction), with the model name and server replaced by the configured judge;
 4. alpaca_eval's `get_winrate` (AE2-WR) and, on AE2's own instructions with its GLM's instruction difficulties
-   (`df_gamed.csv` of the hub dataset) in the HF cache, `get_length_controlled_winrate` (AE2-LC); otherwise LC is
-   recorded as not computed, with the reason.
+   (`df_gamed.csv` of the hub dataset, from the HF cache or the local copy `glm_data`),
+   `get_length_controlled_winrate` (AE2-LC); otherwise LC is recorded as not computed, with the reason. The GLM
+   looks each instruction's difficulty up by its position in the reference file, so a local `reference` gets LC
+   only with a `glm_data` that describes exactly as many instructions (a copy of AE2's files, or a rehearsal's
+   fixtures); a mismatch is refused before the model answers.
 
 The per-instruction soft win (preference - 1, in [0, 1]) is the benchmark's per-problem score, so the report's paired
 bootstrap between arms works as for every other benchmark. An instruction the judge left undecided (no "m"/"M"
@@ -28,7 +31,9 @@ is named), and never written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -89,6 +94,62 @@ def load_reference(reference: str | None, limit: int | None) -> list[dict]:
     if len({r["instruction"] for r in rows}) != len(rows):
         raise ValueError(f"{where}: instructions repeat; AlpacaEval pairs answers by instruction")
     return rows[:limit] if limit else rows
+
+
+def glm_size(path: str) -> int:
+    """How many instructions a `df_gamed.csv` (the LC GLM's data) gives a difficulty for; checks its columns."""
+    import pandas as pd
+
+    where = f"evaluate.benchmarks.alpaca_eval.glm_data: {path}"
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{where} does not exist")
+    df = pd.read_csv(path)
+    missing = sorted({"index", "instruction_difficulty", "preference", "std_delta_len", "not_gamed_baseline"} - set(df))
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {missing} of alpaca_eval's df_gamed.csv")
+    difficulty = df.drop_duplicates("index")["instruction_difficulty"]
+    if not pd.to_numeric(difficulty, errors="coerce").map(math.isfinite).all():
+        raise ValueError(f"{where}: column 'instruction_difficulty' has a value that is not a finite number")
+    if sorted(df["index"].unique()) != list(range(df["index"].nunique())):
+        raise ValueError(f"{where}: column 'index' must number the instructions 0..n-1")
+    return int(df["index"].nunique())
+
+
+def check_glm(b: Mapping) -> None:
+    """A local `glm_data` is readable and describes as many instructions as the reference has: the LC GLM looks
+    instructions up by position, so it needs the very reference it was fit on. Run before the model loads
+    (`grape.evaluate.preflight`) and again before answering."""
+    glm = b.get("glm_data")
+    if not glm:
+        return
+    n_glm, n_ref = glm_size(glm), len(load_reference(b.get("reference"), None))
+    if n_ref != n_glm:
+        raise ValueError(
+            f"evaluate.benchmarks.alpaca_eval: glm_data {glm} gives difficulties for {n_glm} instructions, "
+            f"reference {b.get('reference') or HUB_ID} has {n_ref}: the LC GLM looks instructions up by position, "
+            "so it needs the reference it was fit on (AE2's own: 805); drop glm_data for WR only"
+        )
+
+
+@contextlib.contextmanager
+def glm_data_from(path: str | None):
+    """alpaca_eval reads the GLM data with `hf_hub_download` and has no setting for another file: while LC is
+    computed, that one call is answered with the local copy `path` (every other download goes through)."""
+    if not path:
+        yield
+        return
+    from alpaca_eval.metrics import glm_winrate
+
+    hub = glm_winrate.hf_hub_download
+
+    def local(repo_id, filename, **kwargs):
+        return str(path) if (repo_id, filename) == (HUB_ID, "df_gamed.csv") else hub(repo_id, filename, **kwargs)
+
+    glm_winrate.hf_hub_download = local
+    try:
+        yield
+    finally:
+        glm_winrate.hf_hub_download = hub
 
 
 def annotator_config(judge: Mapping, workdir: Path) -> Path:
@@ -154,6 +215,8 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
 
     judge = b["judge"]
     rows = load_reference(b.get("reference"), b.get("limit"))
+    glm = b.get("glm_data")
+    check_glm(b)
     key = _api_key(judge)
     preflight(judge, key)
     gen = {"until": list(b.get("until") or defaults["until"]), "do_sample": False,
@@ -199,11 +262,12 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
         [a for a in annotations if a.get("preference") is not None and a["preference"] == a["preference"]]
     )
     lc, lc_note = {}, None
-    if b.get("reference"):
-        lc_note = "LC not computed: its GLM knows the difficulty of AE2's own instructions only"
+    if b.get("reference") and not glm:
+        lc_note = "LC not computed: its GLM knows the difficulty of AE2's own instructions only (see glm_data)"
     else:
-        try:  # every row, in AE2's order: the GLM looks instruction difficulties up by position
-            lc = metrics.get_length_controlled_winrate(annotations, save_weights_dir=None)
+        try:  # every row, in the reference's order: the GLM looks instruction difficulties up by position
+            with glm_data_from(glm):
+                lc = metrics.get_length_controlled_winrate(annotations, save_weights_dir=None)
         except Exception as err:  # offline without df_gamed.csv of the hub dataset in the HF cache
             lc_note = f"LC not computed ({type(err).__name__}: needs df_gamed.csv of {HUB_ID}: snakemake prefetch)"
     return {
@@ -215,6 +279,7 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
         "win_rate": wr.get("win_rate"),
         "lc_win_rate": lc.get("length_controlled_winrate"),
         "lc_note": lc_note,
+        "glm_data": glm,
         "judge": {"model": judge["model"], "base_url": judge["base_url"], "protocol": JUDGE_PROTOCOL},
         "reference": b.get("reference") or f"{HUB_ID}/{REFERENCE_FILE}",
         "limit": b.get("limit"),

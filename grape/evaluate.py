@@ -249,6 +249,9 @@ def preflight(tm, plan: Mapping, experiment: str | None) -> None:
         if not isinstance(b, str) and name != "local" and b["task"] != alpaca.NAME
         for item in bench_data.reads(tm, name, b, bench_data.local_copy(name, b))
     ]
+    for b in plan.values():
+        if not isinstance(b, str) and b["task"] == alpaca.NAME:
+            alpaca.check_glm(b)
     gone = bench_data.missing(items)
     if gone:
         raise ValueError(

@@ -22,6 +22,9 @@ from grape import evaluate
 
 pytestmark = pytest.mark.slow
 FIXTURE = REPO / "tests" / "fixtures" / "alpaca_eval" / "alpaca_eval_gpt4_baseline.json"
+# df_gamed.csv in the columns alpaca_eval's LC GLM reads from the hub file (index, preference, std_delta_len, model,
+# instruction_difficulty, not_gamed_baseline), for the six fixture instructions: made-up values, two "gamed" models
+GLM = REPO / "tests" / "fixtures" / "alpaca_eval" / "df_gamed.csv"
 SECRET = "sk-grape-test-judge-key"
 
 
@@ -109,6 +112,68 @@ def test_alpaca_eval_judged_by_a_real_server(judge_server, tiny_model_dir, tmp_p
     assert res["win_rate"] == pytest.approx(100 * res["accuracy"])  # alpaca_eval's own win rate agrees
     assert res["lc_win_rate"] is None and "AE2's own instructions" in res["lc_note"]  # a local reference: no LC
     assert res["judge"]["protocol"] == "weighted_alpaca_eval_gpt4_turbo"
+
+
+def test_lc_from_a_local_glm_file_for_a_local_reference(judge_server, tiny_model_dir, tmp_path, monkeypatch):
+    """AE2-LC, which needs the GLM's per-instruction difficulties (the hub's df_gamed.csv), from a local copy named
+    by `glm_data`: the rehearsal's six instructions get a length-controlled win rate, through alpaca_eval's own
+    GLM fit, and alpaca_eval's download function is itself again afterwards."""
+    from alpaca_eval.metrics import glm_winrate
+
+    hub = glm_winrate.hf_hub_download
+    monkeypatch.setenv("GRAPE_TEST_JUDGE_KEY", SECRET)
+    judge = {"base_url": f"http://127.0.0.1:{judge_server.port}/v1", "model": "tiny",
+             "api_key_env": "GRAPE_TEST_JUDGE_KEY", "concurrency": 2}  # fmt: skip
+    p = _params(judge=judge, reference=str(FIXTURE), glm_data=str(GLM), max_gen_toks=16)
+    evaluate.run(p, str(tiny_model_dir), _task(p, tmp_path), str(tmp_path / "e.json"))
+    res = json.loads((tmp_path / "e.json").read_text())["benchmarks"]["alpaca_eval"]
+    assert res["n"] == 6 and res["lc_note"] is None and res["glm_data"] == str(GLM)
+    assert 0.0 <= res["lc_win_rate"] <= 100.0  # six instructions: the GLM's CV keeps it near 50, a fixture's number
+    assert glm_winrate.hf_hub_download is hub
+
+
+def test_the_glm_file_is_what_alpaca_eval_reads_for_lc(tmp_path, monkeypatch):
+    """Offline with an empty cache alpaca_eval's LC cannot find df_gamed.csv; inside `glm_data_from` it reads the
+    local copy (and only for that file), and afterwards it is offline again."""
+    from alpaca_eval import metrics
+
+    from grape import alpaca
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("alpaca_eval.constants.DEFAULT_CACHE_DIR", str(tmp_path / "empty"))
+    refs = json.loads(FIXTURE.read_text())
+    annotations = [{"instruction": r["instruction"], "output_1": r["output"], "output_2": "x" * (20 + 40 * i),
+                    "generator_1": r["generator"], "generator_2": "grape", "preference": p, "annotator": "judge"}
+                   for i, (r, p) in enumerate(zip(refs, [1.2, 1.9, 1.4, 1.8, 1.1, 1.7]))]  # fmt: skip
+    with pytest.raises(Exception, match="cannot find the requested files"):
+        metrics.get_length_controlled_winrate(annotations, save_weights_dir=None)
+    with alpaca.glm_data_from(str(GLM)):
+        lc = metrics.get_length_controlled_winrate(annotations, save_weights_dir=None)
+    assert lc["win_rate"] == pytest.approx(100 * (sum([0.2, 0.9, 0.4, 0.8, 0.1, 0.7]) / 6))
+    assert 0.0 <= lc["length_controlled_winrate"] <= 100.0
+    with pytest.raises(Exception, match="cannot find the requested files"):
+        metrics.get_length_controlled_winrate(annotations, save_weights_dir=None)
+
+
+def test_a_glm_file_that_does_not_match_the_reference_is_refused_before_the_model_loads(tmp_path):
+    """The GLM looks difficulties up by position: a glm_data for another number of instructions than the reference
+    has (or without its columns) would give a wrong LC, so the evaluate preflight refuses it, before any model."""
+    import pandas as pd
+
+    from grape import alpaca
+
+    five = tmp_path / "df_gamed.csv"
+    pd.read_csv(GLM).query("index < 5").to_csv(five, index=False)
+    b = {"reference": str(FIXTURE), "glm_data": str(five)}
+    with pytest.raises(ValueError, match=r"difficulties for 5 instructions, reference .* has 6"):
+        evaluate.preflight(None, {"alpaca_eval": {"task": "alpaca_eval", **b}}, "x")
+    alpaca.check_glm({"reference": str(FIXTURE), "glm_data": str(GLM)})
+    pd.read_csv(GLM).drop(columns=["instruction_difficulty"]).to_csv(five, index=False)
+    with pytest.raises(ValueError, match=r"df_gamed\.csv: missing column\(s\) \['instruction_difficulty'\]"):
+        alpaca.check_glm(b)
+    pd.read_csv(GLM).assign(instruction_difficulty=float("nan")).to_csv(five, index=False)
+    with pytest.raises(ValueError, match="not a finite number"):
+        alpaca.check_glm(b)
 
 
 def test_a_wrong_key_fails_before_the_model_answers(judge_server, tiny_model_dir, tmp_path, monkeypatch):
