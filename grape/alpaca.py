@@ -206,6 +206,11 @@ def context(lm, prompt: str, instruction: str, chat: bool) -> str:
     return prompt.replace("{instruction}", instruction)
 
 
+def _number(x) -> float | None:
+    """alpaca_eval's metric as a JSON number, or None where it is missing or not finite (NaN: too few rows)."""
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
 def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
     """Answer, judge and score; returns `grape.evaluate`'s per-benchmark record (score, samples, what was used).
     `defaults`: the experiment's `evaluate` settings, for `until` / `max_gen_toks` the benchmark leaves unset."""
@@ -270,6 +275,8 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
                 lc = metrics.get_length_controlled_winrate(annotations, save_weights_dir=None)
         except Exception as err:  # offline without df_gamed.csv of the hub dataset in the HF cache
             lc_note = f"LC not computed ({type(err).__name__}: needs df_gamed.csv of {HUB_ID}: snakemake prefetch)"
+        if lc and _number(lc.get("length_controlled_winrate")) is None:
+            lc_note = "LC not computed: alpaca_eval's GLM gave no finite win rate"
     return {
         "task": NAME,
         "metric": "win,preference",
@@ -277,7 +284,8 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
         "n": len(samples),
         "n_unjudged": unjudged,
         "win_rate": wr.get("win_rate"),
-        "lc_win_rate": lc.get("length_controlled_winrate"),
+        "lc_win_rate": _number(lc.get("length_controlled_winrate")),
+        "lc_standard_error": _number(lc.get("lc_standard_error")),
         "lc_note": lc_note,
         "glm_data": glm,
         "judge": {"model": judge["model"], "base_url": judge["base_url"], "protocol": JUDGE_PROTOCOL},

@@ -3,6 +3,7 @@ benchmark), checked against the order the workflow lists them, and the evaluatio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -71,4 +72,10 @@ def eval_benchmarks(paths: Sequence[Path]) -> dict:
                 )
             for sample in res["samples"]:
                 check_row(path, None, sample, EVAL_SAMPLE)
+            for field, top in (("lc_win_rate", 100.0), ("lc_standard_error", math.inf)):  # AlpacaEval 2's LC
+                x = res.get(field)
+                if x is not None and not (isinstance(x, (int, float)) and math.isfinite(x) and 0.0 <= x <= top):
+                    raise DataError(
+                        path, None, f"benchmarks.{name}.{field}", f"expected a number in [0, {top}], got {x!r}"
+                    )
     return benches

@@ -52,3 +52,37 @@ def test_arm_sizes_show_examples_shortfall_and_the_papers_num_instances(tmp_path
     params = {"report": {"paper": {"source": "T2", "metric": "m", "values": {}, "instances": {"strongest": 350400}}}}
     row = arm_sizes(params, {("t", "strongest"): sel}).iloc[0]
     assert (row.examples, row.instructions, row.shortfall, row["paper's Num. Instances"]) == (1, 2, 3, 350400)
+
+
+def _alpaca(tmp_path, name, lc, se=None):
+    res = {"task": "alpaca_eval", "metric": "win,preference", "accuracy": 0.5, "n": 2, "n_unjudged": 0,
+           "win_rate": 50.0, "lc_win_rate": lc, "lc_standard_error": se, "lc_note": None if lc else "LC not computed",
+           "judge": {"model": "j", "base_url": "http://x/v1", "protocol": "p"}, "limit": None,
+           "samples": [{"doc_id": i, "task": "alpaca_eval", "id": f"alpaca_eval:{i}", "target": "r", "output": "o",
+                        "extracted": "preference 1.5", "correct": c} for i, c in enumerate((0.25, 0.75))]}  # fmt: skip
+    return _write(tmp_path / f"{name}.json", [{"benchmarks": {"alpaca_eval": res}}])
+
+
+def test_alpaca_evals_lc_is_its_own_column_beside_the_win_rate(tmp_path):
+    """Table 2 has AE2-LC and AE2-WR: one judged job gives both rows, LC with alpaca_eval's standard error as its
+    interval, and the paper table counts both columns; an LC that could not be computed is a row that says why."""
+    import pytest
+
+    from grape.io import DataError
+    from grape.report_stats import paper_table
+
+    params = {"targets": ["t"], "arms": [], "seed": 0, "report": {"bootstrap": 20, "ci": 0.95, "paper": {
+        "source": "T2", "metric": "m", "values": {"t": {"base": 30.0}}, "columns": ["alpaca_eval_lc", "alpaca_eval"]}}}  # fmt: skip
+    table, per_problem = report.results_table(params, {"evals": {("t", "base"): [_alpaca(tmp_path, "a", 62.5, 5.0)]}})
+    lc = table[table.benchmark == "alpaca_eval_lc"].iloc[0]
+    assert (lc.metric, lc.accuracy, lc.n) == ("lc_win_rate", 0.625, 2)
+    assert (round(lc.ci_low, 3), round(lc.ci_high, 3)) == (0.527, 0.723)
+    assert list(per_problem) == [("t", "base", "alpaca_eval")]  # no per-instruction LC: no paired interval
+    row = paper_table(params, table).iloc[0]
+    assert row.columns == "2 of 2" and row["ours (mean x 100)"] == pytest.approx(56.2, abs=0.05)
+    table, _ = report.results_table(params, {"evals": {("t", "base"): [_alpaca(tmp_path, "b", None)]}})
+    lc = table[table.benchmark == "alpaca_eval_lc"].iloc[0]
+    assert (lc.n, lc.note) == (0, "LC not computed")
+    assert paper_table(params, table).iloc[0].columns == "1 of 2 (alpaca_eval)"
+    with pytest.raises(DataError, match=r"c\.json.*benchmarks\.alpaca_eval\.lc_win_rate.*got 150"):
+        report.results_table(params, {"evals": {("t", "base"): [_alpaca(tmp_path, "c", 150.0)]}})
