@@ -51,7 +51,7 @@ def test_arm_sizes_show_examples_shortfall_and_the_papers_num_instances(tmp_path
     ))  # fmt: skip
     params = {"report": {"paper": {"source": "T2", "metric": "m", "values": {}, "instances": {"strongest": 350400}}}}
     row = arm_sizes(params, {("t", "strongest"): sel}).iloc[0]
-    assert (row.examples, row.instructions, row.shortfall, row["paper's Num. Instances"]) == (1, 2, 3, 350400)
+    assert (row.examples, row["instructions read"], row.shortfall, row["paper's Num. Instances"]) == (1, 2, 3, 350400)
 
 
 def _alpaca(tmp_path, name, lc, se=None):
