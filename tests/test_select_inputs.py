@@ -86,6 +86,8 @@ def _score_line(value: str, field: str = "mean_logprob", i: int = 1) -> str:
         (_score_line("2.5", "n_tokens"), "n_tokens", "integer"),
         (_score_line("7", "sum_logprob"), "sum_logprob", "<= 0"),
         (_score_line('"-1.0"'), "mean_logprob", "number"),
+        (_score_line("-0.9"), "mean_logprob", "is not sum_logprob / n_tokens = -4.0 / 4 = -1.0"),  # an edited mean
+        (_score_line("5", "n_tokens"), "mean_logprob", "= -4.0 / 5 = -0.8"),  # a mean over other tokens
         (json.dumps({**_score_rows()[1], "candidate_id": "q9:a:0"}), "candidate_id", "not in the pool"),
     ],
 )

@@ -130,20 +130,43 @@ def _unknown(path: str, cid: str, pool_path: str | None) -> DataError:
     )
 
 
+# Every scoring backend writes mean_logprob = sum_logprob / n_tokens in doubles (grape.score.results); 1e-6 relative
+# still takes numbers another tool rounded to float32 (~6e-8 each), and catches a mean edited, shifted to another
+# row, or computed over other tokens (those differ by far more).
+MEAN_RTOL = 1e-6
+
+
+def _check_means(path: str, spec, cols: dict[str, list]) -> None:
+    """GRAPE ranks by mean_logprob: a row whose mean is not its own sum_logprob / n_tokens is refused, naming its line."""
+    import numpy as np
+
+    mean, total = np.asarray(cols["mean_logprob"], float), np.asarray(cols["sum_logprob"], float)
+    n = np.asarray(cols["n_tokens"], float)
+    bad = np.flatnonzero(np.abs(mean - total / n) > MEAN_RTOL * np.maximum(1.0, np.abs(mean)))
+    if len(bad):
+        cid = cols["candidate_id"][bad[0]]
+        line = next((ln for ln, _, _, r in iter_jsonl_located(path, spec, loads=orjson.loads)
+                     if r["candidate_id"] == cid), None)  # fmt: skip
+        m, t, k = float(mean[bad[0]]), float(total[bad[0]]), int(n[bad[0]])
+        problem = f"{m!r} is not sum_logprob / n_tokens = {t!r} / {k} = {t / k!r} ({len(bad)} row(s) like it)"
+        raise DataError(path, line, "mean_logprob", problem + ": the scores were edited, or mixed up between rows")
+
+
 def scores(
     path: str, known: Container[str] | None = None, pool_path: str | None = None, spec=SCORED, field="mean_logprob"
 ) -> dict[str, float]:
     """candidate id -> its `field` (mean log-prob, GRAPE's criterion; or a reward model's `reward` with `REWARD`),
     every row checked against `spec` (ranges included). `known`: the pool's candidate ids; a score of any other
     candidate is an error (`pool_path` names the pool)."""
-    cols = _columns(path, spec, ["candidate_id", field])
+    mean = spec is SCORED and field == "mean_logprob"  # checked against sum_logprob / n_tokens
+    names = ["candidate_id", field, *(["sum_logprob", "n_tokens"] if mean else [])]
+    cols = _columns(path, spec, names)
     if cols is None:
-        pairs = [
-            (r["candidate_id"], r[field])
-            for r in (row for *_, row in iter_jsonl_located(path, spec, unique="candidate_id", loads=orjson.loads))
-        ]
-    else:
-        pairs = zip(cols["candidate_id"], cols[field])
+        rows = [r for *_, r in iter_jsonl_located(path, spec, unique="candidate_id", loads=orjson.loads)]
+        cols = {n: [r[n] for r in rows] for n in names}
+    if mean:
+        _check_means(path, spec, cols)
+    pairs = zip(cols["candidate_id"], cols[field])
     out: dict[str, float] = {}
     for cid, value in pairs:
         if cid in out:
