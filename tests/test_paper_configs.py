@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
-from helpers import snakemake
+from helpers import REPO, snakemake
 
 from grape import config as gconfig
 from grape import sft
@@ -32,9 +33,12 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_paper_config_dry_runs_with_the_expected_jobs(tmp_path, name):
-    proc = snakemake(tmp_path, "--cores", "1", "-n", "--config", f"experiment={name}")
+    proc = snakemake(tmp_path, "--cores", "1", "-n", "-p", "--config", f"experiment={name}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == EXPECTED[name]
+    # the paper's 4-GPU fine-tunes go through accelerate (a resource, so the checkout's path is no rerun trigger)
+    fsdp = shlex.join([str(REPO / "config" / "accelerate" / "fsdp2.yaml")])
+    assert f"Shell command: accelerate launch --config_file {fsdp} --num_processes 4 -m grape sft " in proc.stdout
     assert not (tmp_path / "results").exists()
 
 

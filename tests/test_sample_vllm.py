@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO, run_in_own_group
 
 from grape import config as gconfig
@@ -210,6 +212,16 @@ def test_one_config_line_puts_the_workflows_sampling_on_vllm(tmp_path):
         str(VENV / "bin" / "grape"), params, r / "models/tiny_a", r / "data/train.jsonl", tmp_path / "b.jsonl"
     )
     assert again["chunks"] == 2 and (tmp_path / "b.jsonl").read_text() == (r / "candidates/tiny_a.jsonl").read_text()
+    # where the checkout and the vllm env lie is not a rerun trigger: both moved, nothing to be done
+    moved = tmp_path / "moved"
+    shutil.copytree(Path(cmd[cmd.index("-s") + 1]).parent, moved / "checkout", symlinks=True)
+    (moved / "venv").symlink_to(VENV)
+    cfg = yaml.safe_load(Path(cmd[cmd.index("--configfile") + 1]).read_text())
+    (moved / "config.yaml").write_text(yaml.safe_dump({**cfg, "vllm_env": str(moved / "venv")}))
+    dry = [*cmd[:3], "-s", str(moved / "checkout" / "Snakefile"), "-d", str(work), "--configfile",
+           str(moved / "config.yaml"), "--cores", "2", "-n", "results/tiny/candidates/tiny_a.jsonl"]  # fmt: skip
+    proc = subprocess.run(dry, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-2000:]
 
 
 def test_the_cpu_kv_cache_is_bounded_and_holds_one_full_sequence(tiny_model_dir):

@@ -7,6 +7,7 @@ import os
 import shlex
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 try:
     from grape import arms as garms
@@ -92,32 +93,32 @@ def uses_vllm(stage):
 
 
 def grape_command(stage):
-    """`grape`, or the vLLM venv's `grape` when the stage's backend is vllm (vLLM pins its own torch/transformers)."""
+    """`grape`, or the vLLM venv's `grape` when the stage's backend is vllm (vLLM pins its own torch/transformers).
+    A resource, not a param: where the checkout or the venv lies does not change the output, so moving them reruns
+    nothing. A venv without `bin/grape` is named here (the job itself would only say "No such file")."""
     if not uses_vllm(stage) or not CFG.get("vllm_env"):
         return "grape"
     env = CFG["vllm_env"] if os.path.isabs(CFG["vllm_env"]) else os.path.join(BASE, CFG["vllm_env"])
-    return os.path.join(env, "bin", "grape")
+    exe = os.path.join(env, "bin", "grape")
+    if not os.path.exists(exe):
+        logger.warning(
+            f"{stage}.backend is vllm but vllm_env {CFG['vllm_env']!r} has no bin/grape ({exe}): its jobs will fail; "
+            "run `make vllm-env`, or set vllm_env (null: the conda env envs/vllm.yaml with --use-conda)"
+        )
+    return exe
 
 
 def sft_launcher(wc):
     """`grape` for one process; `accelerate launch` with the job's GPU count (config/accelerate/) for several.
-    A list of words, each quoted in the shell command (params.launch with q), so a path with spaces stays one word.
-    """
+    One shell-quoted string (shlex.join: a path with spaces stays one word), a resource like grape_command's: the
+    checkout's path is not a rerun trigger, nor the process count (the same global batch on any number of them:
+    tests/test_sft.py); the strategy is (sft.accelerate, in sft's slice)."""
     gpus = gresources.for_job(CFG, "sft", wc.target).get("gpu", 0)
     if gpus <= 1:
-        return ["grape"]
+        return "grape"
     strategy = CFG["sft"].get("accelerate") or "ddp"
     config = os.path.join(BASE, "config", "accelerate", f"{strategy}.yaml")
-    return [
-        "accelerate",
-        "launch",
-        "--config_file",
-        config,
-        "--num_processes",
-        str(gpus),
-        "-m",
-        "grape",
-    ]
+    return shlex.join(["accelerate", "launch", "--config_file", config, "--num_processes", str(gpus), "-m", "grape"])
 
 
 def user_data(wc):

@@ -14,9 +14,9 @@ rule sample:
     resources:
         **job_resources("sample", "source"),
         run_options=run_options("sample"),
+        grape=grape_command("sample"),
     params:
         cfg=slice_of("sample"),
-        grape=grape_command("sample"),
     shell:
-        "{params.grape:q} sample --params {params.cfg:q} --run-options {resources.run_options:q} --threads {threads} --model {input.model:q} "
+        "{resources.grape:q} sample --params {params.cfg:q} --run-options {resources.run_options:q} --threads {threads} --model {input.model:q} "
         "--train {input.train:q} --output {output.candidates:q} --missing {log.missing:q} > {log.main:q} 2>&1"

@@ -15,12 +15,12 @@ rule score_shard:
     threads: THREADS
     resources:
         **job_resources("score", "target"),
+        grape=grape_command("score"),
     params:
         cfg=slice_of("score"),
-        grape=grape_command("score"),
         shards=SHARD_COUNT,
     shell:
-        "{params.grape:q} score --params {params.cfg:q} --threads {threads} "
+        "{resources.grape:q} score --params {params.cfg:q} --threads {threads} "
         "--shard {wildcards.shard:q} --shards {params.shards:q} --model {input.model:q} --pool {input.pool:q} "
         "--output {output.scores:q} --skipped {output.skipped:q} > {log:q} 2>&1"
 

@@ -12,9 +12,9 @@ rule sft:
     resources:
         **job_resources("sft", "target"),
         run_options=run_options("sft"),
+        launch=sft_launcher,
     params:
         cfg=slice_of("sft"),
-        launch=sft_launcher,
     shell:
-        "{params.launch:q} sft --params {params.cfg:q} --run-options {resources.run_options:q} --threads {threads} "
+        "{resources.launch} sft --params {params.cfg:q} --run-options {resources.run_options:q} --threads {threads} "
         "--model {input.model:q} --selection {input.selection:q} --output {output:q} > {log:q} 2>&1"
