@@ -95,7 +95,8 @@ def uses_vllm(stage):
 def grape_command(stage):
     """`grape`, or the vLLM venv's `grape` when the stage's backend is vllm (vLLM pins its own torch/transformers).
     A resource, not a param: where the checkout or the venv lies does not change the output, so moving them reruns
-    nothing. A venv without `bin/grape` is named here (the job itself would only say "No such file")."""
+    nothing. A venv without `bin/grape` is named here (the job itself would only say "No such file").
+    """
     if not uses_vllm(stage) or not CFG.get("vllm_env"):
         return "grape"
     env = CFG["vllm_env"] if os.path.isabs(CFG["vllm_env"]) else os.path.join(BASE, CFG["vllm_env"])
@@ -118,7 +119,18 @@ def sft_launcher(wc):
         return "grape"
     strategy = CFG["sft"].get("accelerate") or "ddp"
     config = os.path.join(BASE, "config", "accelerate", f"{strategy}.yaml")
-    return shlex.join(["accelerate", "launch", "--config_file", config, "--num_processes", str(gpus), "-m", "grape"])
+    return shlex.join(
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            config,
+            "--num_processes",
+            str(gpus),
+            "-m",
+            "grape",
+        ]
+    )
 
 
 def user_data(wc):
