@@ -72,7 +72,11 @@ class Server:
                     first = outer.attempts[i] == 1
                 auth = self.headers.get("Authorization", "")
                 status, data, ctype = _reply(modes[i], api, len(prompts) * body["n"], auth, first)
+                if modes[i] == "retry_after" and first:  # rate-limited, told to come back in a day
+                    status, data = 429, b'{"error": "rate limited"}'
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "86400")
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -83,7 +87,16 @@ class Server:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
-def _run(modes: list[str], tmp_path, monkeypatch, capfd, api: str, per_request: int = 1, allow_missing: float = 1):
+def _run(
+    modes: list[str],
+    tmp_path,
+    monkeypatch,
+    capfd,
+    api: str,
+    per_request: int = 1,
+    allow_missing: float = 1,
+    timeout_s: float = 5,
+):
     """sample.run against `Server(modes)`: (server, candidates, {instruction: missing rows}, counts or the error);
     the key is in none of the files, the counts, the job's stdout/stderr or the error."""
     monkeypatch.setenv("GRAPE_TEST_KEY", KEY)
@@ -94,7 +107,7 @@ def _run(modes: list[str], tmp_path, monkeypatch, capfd, api: str, per_request: 
             "model@models.tiny_b=endpoint", f"models.tiny_b.endpoint.base_url={server.url}",
             "models.tiny_b.endpoint.model=served", "models.tiny_b.endpoint.api_key_env=GRAPE_TEST_KEY",
             f"models.tiny_b.endpoint.api={api}", f"sample.prompts_per_request={per_request}",
-            "sample.backend=openai", "sample.batch_size=4", "sample.concurrency=4", "sample.timeout_s=5",
+            "sample.backend=openai", "sample.batch_size=4", "sample.concurrency=4", f"sample.timeout_s={timeout_s}",
             "sample.retries=2", "sample.backoff_s=0.001", f"sample.allow_missing={allow_missing}",
         ])  # fmt: skip
         params = gconfig.stage_params(cfg, "sample", source="tiny_b")
@@ -148,6 +161,16 @@ def test_malformed_chat_replies_are_retried_then_listed(tmp_path, monkeypatch, c
         error = lost[i][0]["error"]  # 401: its body is not kept (it may echo the key in any form); 500: the header
         assert error.startswith(f"{server.url}: HTTP {status}: ") and KEY not in error and KEY[:5] not in error
         assert shown in error, error
+
+
+def test_retry_after_is_honoured_up_to_the_request_timeout(tmp_path, monkeypatch, capfd):
+    """A 429 with `Retry-After: 86400` waits sample.timeout_s (1 s here), not a day, then the retry is answered."""
+    import time
+
+    t0 = time.monotonic()
+    server, cands, lost, counts = _run(["ok", "retry_after"], tmp_path, monkeypatch, capfd, "chat", timeout_s=1)
+    assert server.attempts[1] == 2 and not lost and len(cands) == 4 and counts["missing"] == 0
+    assert 1.0 <= time.monotonic() - t0 < 30
 
 
 def test_too_many_echoed_keys_fail_the_job_without_the_key(tmp_path, monkeypatch, capfd):

@@ -18,7 +18,7 @@ checkpointed; the window runs a bounded number of chunks ahead of the oldest unf
 with the pool. Each request has a `sample.timeout_s` limit. 429, 5xx, timeouts, dropped connections and malformed 200
 replies (not JSON, not UTF-8, not an object, `choices` missing or not one per prompt x sample, a choice without its
 text as a string: `_check`) are retried up to `sample.retries` times with exponential backoff and full jitter (a
-`Retry-After` header is honoured); a request that still fails is reported as failed for each of its samples (the
+`Retry-After` header is honoured, up to `sample.timeout_s`); a request that still fails is reported as failed for each of its samples (the
 stage lists it in the missing file and counts it), its error naming the server, the status and what went wrong.
 Every error is redacted (`_redact`): the key's value, `Authorization`/`Bearer` values and `sk-...` tokens a server
 echoes become `***`. Usage (prompt and completion tokens) comes from the server's `usage` field.
@@ -203,6 +203,8 @@ async def _ask(session, sem, url: str, body: dict, headers: dict, s: Mapping, ch
                             return None, _redact(f"{where}: {error}", key)
                         after = resp.headers.get("Retry-After")
                         wait = float(after) if after and after.replace(".", "", 1).isdigit() else None
+                        if wait is not None:  # a server's "come back tomorrow" must not stall the job for a day
+                            wait = min(wait, s["timeout_s"])
             except (asyncio.TimeoutError, aiohttp.ClientError) as err:
                 error = _redact(f"{type(err).__name__}: {err}", key)[:200]
         if attempt < retries:
