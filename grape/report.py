@@ -31,7 +31,7 @@ from grape.contracts import SCORED, SELECTION
 from grape.io import atomic_path, read_json, read_jsonl
 from grape.provenance import meta_path
 from grape.report_inputs import Inputs, eval_benchmarks
-from grape.report_stats import arm_sizes, bootstrap_ci, outcome, paired_table, paper_table, stage_costs
+from grape.report_stats import arm_sizes, bootstrap_ci, lc_row, outcome, paired_table, paper_table, stage_costs
 
 
 def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
@@ -61,21 +61,8 @@ def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
                 rows.append({**row, "metric": res["metric"], "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi,
                              "n": res["n"], "note": note, **train})  # fmt: skip
                 if res.get("judge"):
-                    rows.append({**row, **lc_row(res), **train})
+                    rows.append({**row, **lc_row(res, alpaca.NAME), **train})
     return pd.DataFrame(rows), per_problem
-
-
-def lc_row(res: Mapping) -> dict:
-    """AlpacaEval 2's second column, the length-controlled win rate (AE2-LC: the paper's Table 2 has both), from the
-    same judged job: the GLM gives no per-instruction score, so its interval is alpaca_eval's standard error x 1.96,
-    and it has no paired intervals. Where LC could not be computed the row says why (n 0, as a benchmark not run)."""
-    row = {"benchmark": f"{alpaca.NAME}_lc", "metric": "lc_win_rate"}
-    lc = res.get("lc_win_rate")
-    if lc is None:
-        return {**row, "accuracy": None, "ci_low": None, "ci_high": None, "n": 0, "note": res.get("lc_note") or ""}
-    acc, se = lc / 100, (res.get("lc_standard_error") or 0.0) / 100
-    return {**row, "accuracy": acc, "ci_low": max(0.0, acc - 1.96 * se), "ci_high": min(1.0, acc + 1.96 * se),
-            "n": res["n"], "note": "length-controlled (alpaca_eval's GLM); interval: 1.96 standard errors"}  # fmt: skip
 
 
 def loss_table(params: Mapping, files: Mapping) -> pd.DataFrame:

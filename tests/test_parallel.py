@@ -61,8 +61,8 @@ def test_verify_readers_and_select_workers_write_the_same_files(tmp_path, monkey
     rng = random.Random(1)
     scores.write_text("".join(
         json.dumps({"candidate_id": r["candidate_id"], "instruction_id": r["instruction_id"], "source": r["source"],
-                    "n_tokens": 5, "sum_logprob": -1.0, "mean_logprob": -rng.random(), "truncated": False}) + "\n"
-        for r in map(json.loads, one.read_text().splitlines())
+                    "n_tokens": 5, "sum_logprob": 5 * m, "mean_logprob": m, "truncated": False}) + "\n"
+        for r, m in ((r, -rng.random()) for r in map(json.loads, one.read_text().splitlines()))
     ))  # fmt: skip
     for arm in ("grape", "random", "all", "original"):
         outs = []
