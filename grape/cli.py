@@ -103,10 +103,13 @@ def cmd_prefetch(args):
     for r in records:
         print(f"{r['kind']:9} {r['name']:24} {r['id']}" + (f" [{r['config']}]" if r.get("config") else "")
               + (f" @ {r['revision']}" if r.get("revision") else ""))  # fmt: skip
+    from grape import sandbox
+
+    checked = sandbox.node_check(p["evaluate"])
     if args.output and not args.dry_run:
         from grape.io import write_json
 
-        write_json(args.output, {"cache": os.environ.get("HF_HOME"), "items": records})
+        write_json(args.output, {"cache": os.environ.get("HF_HOME"), "items": records, "sandbox": checked})
         _finish("prefetch", p, [args.output], {}, {"items": len(records)}, t0)
 
 

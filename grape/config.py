@@ -294,7 +294,8 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
         return {"name": wc["model"], "experiment": cfg.get("experiment"), "model": cfg["models"][wc["model"]]}
     if stage == "prefetch":
         e = cfg["evaluate"]  # the benchmarks run: AlpacaEval 2 reads hub files outside lm-eval's datasets
-        run = {"tasks": e["tasks"], "benchmarks": {n: e["benchmarks"][n] for n in e["tasks"] if n in e["benchmarks"]}}
+        run = {"tasks": e["tasks"], "benchmarks": {n: e["benchmarks"][n] for n in e["tasks"] if n in e["benchmarks"]},
+               "allow_code_execution": e["allow_code_execution"], "sandbox": e["sandbox"]}  # fmt: skip
         return {"experiment": cfg.get("experiment"), "cache_dir": cfg.get("cache_dir"), "models": cfg["models"],
                 "data": cfg["data"], "evaluate": run}  # fmt: skip
     if stage == "sample":

@@ -18,8 +18,9 @@ Benchmarks (`evaluate.benchmarks`, chosen per experiment by `evaluate.tasks`):
   loaded model and has the configured judge endpoint compare them with the reference answers (alpaca_eval's own
   judge protocol and win rates); without a judge it is recorded as not run.
 - Code benchmarks execute model-written code: they run only when `evaluate.allow_code_execution` is true (then
-  `HF_ALLOW_CODE_EVAL=1` and lm-eval's `confirm_run_unsafe_code`); otherwise they are recorded as not run, and the
-  report says so.
+  `HF_ALLOW_CODE_EVAL=1` and lm-eval's `confirm_run_unsafe_code`), and only in `grape.sandbox` (`evaluate.sandbox`;
+  a node where it does not work is refused before the model loads, unless `sandbox: none` is set); otherwise they
+  are recorded as not run, and the report says so.
 """
 
 from __future__ import annotations
@@ -273,7 +274,12 @@ def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dic
     runtime.setup(params["threads"])
     e, seed = params["evaluate"], params["seed"]
     plan = benchmark_plan(params, task_yaml)
-    if e["allow_code_execution"]:
+    code = [n for n, b in plan.items() if not isinstance(b, str) and b.get("code")]
+    if code:  # before the model loads: a node without the sandbox is refused in seconds, not after a 7B load
+        from grape import sandbox
+
+        sandbox.configure(e["sandbox"], sandbox.Limits.from_config(e["sandbox_limits"]))
+        sandbox.require(e["sandbox"])
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
     path, manifest = model_folder.resolve(model_dir)
     dev = runtime.device()
@@ -334,6 +340,8 @@ def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dic
             "lm_eval_results": res["results"],
             "samples": samples,
         }
+        if b.get("code"):  # where its programs ran: the report marks `none` as unsandboxed
+            results[name]["sandbox"] = e["sandbox"]
         summary[name] = round(acc, 4)
     write_json(
         out,

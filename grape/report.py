@@ -33,6 +33,8 @@ from grape.provenance import meta_path
 from grape.report_inputs import Inputs, eval_benchmarks
 from grape.report_stats import arm_sizes, bootstrap_ci, lc_row, outcome, paired_table, paper_table, stage_costs
 
+UNSANDBOXED = "unsandboxed (evaluate.sandbox: none): its model-written code ran with the node's files and network"
+
 
 def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
     """The results table, and per (target, arm, benchmark) the problem id -> correct map the paired intervals use."""
@@ -58,6 +60,8 @@ def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
                 note = f"first {limit} problems per task" if limit else ""
                 if res.get("judge"):
                     note = "; ".join(x for x in [note, alpaca.report_note(res)] if x)
+                if res.get("sandbox") == "none":
+                    note = "; ".join(x for x in [UNSANDBOXED, note] if x)
                 rows.append({**row, "metric": res["metric"], "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi,
                              "n": res["n"], "note": note, **train})  # fmt: skip
                 if res.get("judge"):
@@ -329,6 +333,11 @@ def run(params: Mapping, inputs: Inputs, output_dir: str, cluster_logs: str | No
     if len(not_run):
         body += ["<p>Not run: " + "; ".join(f"{html.escape(r.benchmark)}: {html.escape(r.note)}"
                                             for r in not_run.itertuples()) + "</p>"]  # fmt: skip
+    bare = sorted(set(table.loc[table["note"].fillna("").str.startswith(UNSANDBOXED), "benchmark"]))
+    if bare:
+        body += [
+            f"<p id='unsandboxed'><b>Unsandboxed</b>: {html.escape(', '.join(bare))}: {html.escape(UNSANDBOXED)}.</p>"
+        ]
     paper = paper_table(params, table)
     if len(paper):
         body += [f"<h2>The paper's numbers beside ours</h2><p>{html.escape(params['report']['paper']['metric'])}; "

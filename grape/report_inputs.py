@@ -72,6 +72,10 @@ def eval_benchmarks(paths: Sequence[Path]) -> dict:
                 )
             for sample in res["samples"]:
                 check_row(path, None, sample, EVAL_SAMPLE)
+            if res.get("sandbox", "bwrap") not in ("bwrap", "none"):
+                raise DataError(
+                    path, None, f"benchmarks.{name}.sandbox", f"expected bwrap or none, got {res['sandbox']!r}"
+                )
             for field, top in (("lc_win_rate", 100.0), ("lc_standard_error", math.inf)):  # AlpacaEval 2's LC
                 x = res.get(field)
                 if x is not None and not (isinstance(x, (int, float)) and math.isfinite(x) and 0.0 <= x <= top):

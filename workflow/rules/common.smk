@@ -1,6 +1,6 @@
 # Compose the experiment config with Hydra (config/), validate it against workflow/schemas/, and define
 # the helpers the rules share. Parsing has no side effects: nothing is written, the environment is left
-# alone, and only grape.config is imported (no stage module). Each job gets its config slice as JSON
+# alone, and only light modules of grape are imported (no stage module). Each job gets its config slice as JSON
 # through `params:` plus its declared inputs and outputs, nothing else.
 import json
 import os
@@ -14,6 +14,7 @@ try:
     from grape import config as gconfig
     from grape import layout
     from grape import resources as gresources
+    from grape import sandbox as gsandbox
 except ImportError as err:
     raise WorkflowError(
         f"the grape package is not importable ({err}): run `make install` (or `pip install -e .`) first"
@@ -32,6 +33,15 @@ except gconfig.ConfigError as err:
     raise WorkflowError(str(err))
 
 RESULTS = layout.root(CFG["name"])
+
+# Model-written code runs only in the sandbox (grape/sandbox.py): say so here, on the login node, not after a day of
+# SFT, when this node lacks it (what the evaluate job would refuse on; compute nodes may differ).
+if gsandbox.code_benchmarks(CFG["evaluate"]) and CFG["evaluate"]["sandbox"] == "bwrap":
+    _why = gsandbox.unavailable("bwrap", probe=False)
+    if _why:
+        logger.warning(
+            f"{', '.join(gsandbox.code_benchmarks(CFG['evaluate']))}: {gsandbox.refusal(_why)}"
+        )
 
 
 def at(path):

