@@ -13,7 +13,23 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 # Jobs call the `grape` command of this venv: put it first on PATH (as `source .venv/bin/activate` does).
 RUN    := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install vllm-env demo test test-fast lint format bench clean
+.PHONY: install vllm-env sandbox browser demo test test-fast lint format bench clean
+
+# System packages, from Debian's apt-get when missing and run as root (CI, containers); otherwise named, to install
+# by hand. bubblewrap: the sandbox every model-written program runs in (grape/sandbox.py; the demo's HumanEval and the
+# tests need it). chromium: the report's browser test (skipped without it).
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+define apt_get
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  $(APT_INSTALL) $(1) >/dev/null 2>&1 || { apt-get update -qq >/dev/null && $(APT_INSTALL) $(1) >/dev/null; }; \
+	else echo "$(1) is not installed and this is not a root shell with apt-get: $(2)"; $(3); fi
+endef
+
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { $(call apt_get,bubblewrap,sudo apt-get install bubblewrap (or set evaluate.sandbox: none to run model-written code unsandboxed),exit 1); }
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { $(call apt_get,chromium,the browser test will be skipped,true); }
 
 install: $(STAMP)
 
@@ -35,13 +51,13 @@ $(VLLM_STAMP): requirements-vllm.txt pyproject.toml
 	touch $@
 
 # The embedded demo experiment, then Snakemake's self-contained HTML report.
-demo: $(STAMP)
+demo: $(STAMP) sandbox
 	$(RUN) $(BIN)/snakemake --cores $(CORES)
 	$(RUN) $(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
 
 # The whole test suite: lints, unit tests, the layout rules, and the real workflow end to end on `tiny`.
-test: $(STAMP) $(VLLM_STAMP)
-	$(RUN) $(BIN)/python -m pytest -q
+test: $(STAMP) $(VLLM_STAMP) sandbox browser
+	$(RUN) GRAPE_SANDBOX_REQUIRED=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -q -m "not slow"

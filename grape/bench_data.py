@@ -38,16 +38,51 @@ def _index(extra: tuple[str, ...], defaults: bool):
     return TaskManager(include_path=[str(TASKS_DIR), *extra], include_defaults=defaults)
 
 
-def download_path(url: str) -> Path:
-    """Where `prefetch` puts a benchmark's `download` file: in the cache every job reads (HF_HOME, `cache_dir` in the
-    config), under a folder named for the URL, so another URL is another file and jobs on other nodes find it."""
+def hf_home(cache_dir: str | None = None) -> str:
+    """The cache every job reads: `cache_dir` (the config's, exported as HF_HOME by the workflow), else HF_HOME, else
+    Hugging Face's default (huggingface_hub's own rule, without importing it: the workflow's parse stays light)."""
+    if cache_dir:
+        return os.path.abspath(cache_dir)
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return os.path.expanduser(os.environ.get("HF_HOME") or default)
+
+
+def download_path(url: str, cache_dir: str | None = None) -> Path:
+    """Where `prefetch` puts a benchmark's `download` file: in the cache every job reads (`hf_home`), under a folder
+    named for the URL, so another URL is another file and jobs on other nodes find it."""
     import hashlib
 
-    from huggingface_hub import constants
-
     name = url.rstrip("/").rsplit("/", 1)[-1] or "data"
-    home = os.environ.get("HF_HOME") or constants.HF_HOME  # set by the job (cache_dir) after the hub was imported
-    return Path(home) / "grape_downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    return Path(hf_home(cache_dir)) / "grape_downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def _package_file(name: str, spec: str) -> Path:
+    import importlib.util
+
+    package, _, rel = spec.partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ImportError(f"evaluate.benchmarks.{name}.package_file: package {package!r} is not installed")
+    return Path(list(found.submodule_search_locations)[0]) / rel
+
+
+def files_read(name: str, b: Mapping, cache_dir: str | None = None) -> list[str]:
+    """Every local file benchmark `name` reads, as the workflow's inputs of its evaluate jobs (editing one reruns
+    exactly them): its dataset's `data_files`, a `package_file` resolved to its path, a prefetched `download`, and
+    AlpacaEval's `reference` and `glm_data`. Only files that exist: a missing one is the job's own error to name."""
+    paths: list = []
+    files = ((b.get("dataset") or {}).get("dataset_kwargs") or {}).get("data_files")
+    for f in files.values() if isinstance(files, Mapping) else [files]:
+        paths += f if isinstance(f, (list, tuple)) else [f]
+    if b.get("package_file"):
+        try:
+            paths.append(_package_file(name, b["package_file"]))
+        except ImportError:
+            pass
+    if b.get("download"):
+        paths.append(download_path(b["download"]["url"], cache_dir))
+    paths += [b.get("reference"), b.get("glm_data")]
+    return sorted({str(p) for p in paths if p and os.path.isfile(str(p))})
 
 
 def download(name: str, spec: Mapping) -> dict:
@@ -88,13 +123,7 @@ def local_copy(name: str, b: Mapping) -> dict:
             raise ValueError(f"evaluate.benchmarks.{name}.download: {path} does not have the pinned sha256 {pinned}")
         over.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"test": str(path)}})
     if b.get("package_file"):
-        import importlib.util
-
-        package, _, rel = b["package_file"].partition("/")
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise ImportError(f"evaluate.benchmarks.{name}.package_file: package {package!r} is not installed")
-        path = Path(list(found.submodule_search_locations)[0]) / rel
+        path = _package_file(name, b["package_file"])
         if not path.is_file():
             raise OSError(f"evaluate.benchmarks.{name}.package_file: {path} does not exist")
         over.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"test": str(path)}})

@@ -9,7 +9,6 @@ decoded; `--dump-dom` then prints the page as the browser built it, and the test
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -67,15 +66,7 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("no chromium, and no root apt-get to install Debian's package")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
-    if subprocess.run(cmd, capture_output=True, env=env, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        assert done.returncode == 0, done.stderr[-2000:]
-    return shutil.which("chromium")
+    pytest.skip("no chromium on PATH: `make test` installs Debian's package (make browser)")
 
 
 def _render(browser: str, page, tmp_path, probe_script: str = PROBE) -> dict:

@@ -11,6 +11,7 @@ from snakemake.logging import logger
 
 try:
     from grape import arms as garms
+    from grape import bench_data
     from grape import config as gconfig
     from grape import layout
     from grape import resources as gresources
@@ -190,14 +191,16 @@ def select_scores(wc):
 
 
 def evaluate_inputs(wc):
-    """The model (the untuned target for arm `base`, else its fine-tune) and, for the local benchmark only, its task
-    YAML and the held-out split it reads: the other benchmarks never wait for (or rerun on) the local task.
+    """The model (the untuned target for arm `base`, else its fine-tune) and every file its benchmark reads: for the
+    local benchmark its task YAML and the held-out split (the other benchmarks never wait for, or rerun on, the local
+    task); for the others each local file (data_files, package_file, a prefetched download, AlpacaEval's reference
+    and glm_data: grape.bench_data.files_read), so editing one reruns exactly the jobs that read it.
     """
     model = model_dir(wc.target, wc.arm)
-    local = (
-        {"task": TASK_YAML, "test": f"{RESULTS}/data/test.jsonl"} if wc.benchmark == "local" else {}
-    )
-    return {"model": model, **local}
+    if wc.benchmark == "local":
+        return {"model": model, "task": TASK_YAML, "test": f"{RESULTS}/data/test.jsonl"}
+    b = CFG["evaluate"]["benchmarks"][wc.benchmark]
+    return {"model": model, "files": bench_data.files_read(wc.benchmark, b, CFG.get("cache_dir"))}
 
 
 def scores_flag(wc, input):
