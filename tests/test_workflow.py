@@ -204,6 +204,29 @@ def test_a_rerun_runs_exactly_what_a_change_touches(run):
     assert "lr: 0.02" not in (workdir / "results/tiny/config.yaml").read_text()
 
 
+def test_editing_a_local_benchmark_file_reruns_exactly_its_evaluations(run, tmp_path):
+    """A benchmark's local file is an input of its evaluate jobs: editing it reruns those jobs and the report, and
+    nothing else (not the other benchmark's evaluations). On a copy of the finished run (one arm, to keep it short), so
+    the other tests share the original."""
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(run[0], workdir, symlinks=True)
+    bench = workdir / "theoremqa.jsonl"
+    shutil.copy(REPO / "tests/fixtures/benchmarks/theoremqa.jsonl", bench)
+    b = "evaluate.benchmarks.theoremqa"
+    extra = (f"select.arms=[grape] evaluate.tasks=[local,theoremqa] {b}.limit=1 {b}.max_gen_toks=2 "
+             f"{b}.dataset={{dataset_path:json,dataset_name:null,dataset_kwargs:{{data_files:{{test:'{bench}'}}}}}}")  # fmt: skip
+    proc = snakemake(workdir, "--cores", "2", "--config", "experiment=tiny", f"overrides={extra}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    before, = _dry_jobs(workdir, extra)
+    bench.write_text(bench.read_text().replace("\n", "\n", 1) + bench.read_text().splitlines()[0] + "\n")  # one row more
+    after, = _dry_jobs(workdir, extra)
+    assert before == []
+    assert _kinds(after) == {"evaluate": 2, "report": 1}  # the untuned target and its grape fine-tune
+    assert {wc["benchmark"] for r, wc in after if r == "evaluate"} == {"theoremqa"}
+
+
 def test_jobs_record_the_code_version(run):
     _, r = run
     meta = json.loads((r / "selections/tiny_a/grape.jsonl.meta.json").read_text())
