@@ -10,7 +10,7 @@ sockets and calls libc's system() through ctypes. Here each program runs in a fr
   library folders the interpreter loads (the folder of libc and of the dynamic loader, found from the running
   process): no /etc, no /bin (so no shell: system() finds no /bin/sh), nothing of the user's home, the checkout or
   results/;
-- one private writable folder, its working directory, `/tmp` and `HOME`, deleted afterwards;
+- one private writable place, a tmpfs of `file_mb` at `/tmp` (its working directory and `HOME`), gone afterwards;
 - resource limits set by a bootstrap of ours before the program's first line: address space (`memory_mb`), CPU
   time (the wall limit + 1 s), processes (`processes`), file size (`file_mb`), all hard limits; run as root (CI,
   containers), bwrap keeps the host's user namespace and the bootstrap drops to uid/gid 65534 first, because the
@@ -223,7 +223,7 @@ def _binds() -> tuple[tuple[str, ...], ...]:
     return tuple(("--ro-bind", p, p) for p in outer) + tuple(links)
 
 
-def _bwrap_args(work: str | None, root: bool) -> list[str]:
+def _bwrap_args(main_py: str, root: bool, tmp_bytes: int) -> list[str]:
     exe = shutil.which("bwrap")
     if exe is None:
         raise SandboxUnavailable("`bwrap` not found on PATH")
@@ -243,7 +243,8 @@ def _bwrap_args(work: str | None, root: bool) -> list[str]:
     for entry in binds:
         args += list(entry)
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--bind", work, "/tmp"] if work else ["--tmpfs", "/tmp"]
+    # its one writable place: a private tmpfs of file_mb (nothing of it reaches the node's disk), with the program
+    args += ["--perms", "01777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--ro-bind", main_py, "/tmp/main.py"]
     args += ["--chdir", "/tmp"]
     return args
 
@@ -252,18 +253,25 @@ ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THRE
        "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
 
 
-def _command(mode: str, work: str, limits: Limits, timeout: float) -> tuple[list[str], dict | None, str]:
-    """(argv, env for Popen, the program's working dir as the bootstrap sees it)."""
+def _command(mode: str, outer: str, limits: Limits, timeout: float) -> tuple[list[str], dict, str]:
+    """(argv, env for Popen, the working dir it starts in) of one run; `outer` holds main.py."""
     root = os.geteuid() == 0
     cpu = math.ceil(timeout) + 1
     tail = [sys.executable, "-I", "-B", "-c", BOOT, str(NOBODY if root else 0), str(limits.memory_mb << 20),
             str(cpu), str(limits.processes), str(limits.file_mb << 20)]  # fmt: skip
+    main_py = os.path.join(outer, "main.py")
     if mode == "bwrap":
-        argv = _bwrap_args(work, root)
+        argv = _bwrap_args(main_py, root, limits.file_mb << 20)
         for k, v in ENV.items():
             argv += ["--setenv", k, v]
-        return argv + tail, {}, "/tmp"
-    # none: the same bootstrap, environment and folder; no namespaces
+        return argv + tail, {}, outer  # bwrap itself starts with an empty environment too
+    # none: the same bootstrap, environment and limits in a private folder of the node's disk; no namespaces
+    work = os.path.join(outer, "work")
+    os.mkdir(work, 0o700)
+    shutil.copy(main_py, os.path.join(work, "main.py"))
+    if root:  # NOBODY's, who runs it; root without capabilities passes by x (others cannot: `outer` is 0700)
+        os.chmod(work, 0o755)
+        os.chown(work, NOBODY, NOBODY)
     return tail, {**ENV, "HOME": work, "TMPDIR": work}, work
 
 
@@ -278,19 +286,14 @@ def run(program: str, timeout: float, *, mode: str | None = None, limits: Limits
 
 
 def _execute(program: str, timeout: float, mode: str, limits: Limits) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix="grape-sandbox-") as outer:
-        work = os.path.join(outer, "work")  # what the program sees as /tmp; the captured output lies beside it
-        os.mkdir(work, 0o700)
-        Path(work, "main.py").write_text(program, encoding="utf-8")
-        if os.geteuid() == 0:  # NOBODY's; root without capabilities (bwrap's chdir, the bootstrap) passes by x
-            os.chmod(work, 0o755)  # others cannot reach it anyway: `outer` is 0700
-            os.chown(work, NOBODY, NOBODY)
-            os.chown(os.path.join(work, "main.py"), NOBODY, NOBODY)
-        argv, env, cwd = _command(mode, work, limits, timeout)
+    with tempfile.TemporaryDirectory(prefix="grape-sandbox-") as outer:  # main.py and the captured output
+        Path(outer, "main.py").write_text(program, encoding="utf-8")
+        os.chmod(os.path.join(outer, "main.py"), 0o644)
+        argv, env, cwd = _command(mode, outer, limits, timeout)
         nonce = secrets.token_hex(16)
         with open(os.path.join(outer, "out"), "w+b") as out, open(os.path.join(outer, "err"), "w+b") as err:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
-                                    cwd=work, start_new_session=True)  # fmt: skip
+                                    cwd=cwd, start_new_session=True)  # fmt: skip
             try:
                 proc.stdin.write(nonce.encode() + b"\n")
                 proc.stdin.close()
@@ -312,8 +315,8 @@ def _execute(program: str, timeout: float, mode: str, limits: Limits) -> Outcome
             err.seek(0, os.SEEK_END)
             err.seek(max(0, err.tell() - 4096))
             tail = err.read().decode("utf-8", "replace")
-        if os.geteuid() == 0:  # files the program left are NOBODY's; the folder is ours to remove
-            shutil.rmtree(work, ignore_errors=True)
+        if mode == "none":  # what the program left there is NOBODY's when run as root: ours to remove
+            shutil.rmtree(os.path.join(outer, "work"), ignore_errors=True)
     if timed_out:
         return Outcome("timeout", "", f"past the {timeout:g} s limit")
     verdict = next((ln[len(nonce) + 1 :] for ln in reversed(tail.splitlines()) if ln.startswith(nonce + " ")), None)

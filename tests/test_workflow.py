@@ -219,9 +219,11 @@ def test_editing_a_local_benchmark_file_reruns_exactly_its_evaluations(run, tmp_
              f"{b}.dataset={{dataset_path:json,dataset_name:null,dataset_kwargs:{{data_files:{{test:'{bench}'}}}}}}")  # fmt: skip
     proc = snakemake(workdir, "--cores", "2", "--config", "experiment=tiny", f"overrides={extra}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    before, = _dry_jobs(workdir, extra)
-    bench.write_text(bench.read_text().replace("\n", "\n", 1) + bench.read_text().splitlines()[0] + "\n")  # one row more
-    after, = _dry_jobs(workdir, extra)
+    (before,) = _dry_jobs(workdir, extra)
+    bench.write_text(
+        bench.read_text().replace("\n", "\n", 1) + bench.read_text().splitlines()[0] + "\n"
+    )  # one row more
+    (after,) = _dry_jobs(workdir, extra)
     assert before == []
     assert _kinds(after) == {"evaluate": 2, "report": 1}  # the untuned target and its grape fine-tune
     assert {wc["benchmark"] for r, wc in after if r == "evaluate"} == {"theoremqa"}
