@@ -35,7 +35,10 @@ def test_prefetch_lists_exactly_the_hub_models_and_datasets_of_a_config():
     assert proc.returncode == 0, proc.stderr
     # 3 models, 5 datasets of the pool, AlpacaEval 2's reference and GLM files (tatsu-lab/alpaca_eval), and the
     # benchmarks' datasets: mmlu's 57 subjects, bbh's 27 tasks, hendrycks_math's 7 subjects, and LeetCode's file
-    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 + 57 + 27 + 7 + 1, proc.stdout
+    # and one line on the sandbox LeetCode's programs need (tulu3 runs it): whether it works on this node
+    assert len(proc.stdout.splitlines()) == 3 + 5 + 1 + 57 + 27 + 7 + 1 + 1, proc.stdout
+    sandbox_line = [x for x in proc.stdout.splitlines() if x.startswith("sandbox ")]
+    assert len(sandbox_line) == 1 and "(leetcode run model-written code)" in sandbox_line[0]
     assert "download  leetcode" in proc.stdout and "OpenBMB/Eurus/69d06cb" in proc.stdout
     assert "allenai/olmo-2-1124-13b-preference-mix" in proc.stdout and "cais/mmlu [abstract_algebra]" in proc.stdout
     assert "tatsu-lab/alpaca_eval" in proc.stdout
@@ -116,7 +119,12 @@ def test_a_benchmark_file_from_a_url_is_fetched_whole_pinned_and_found_offline(t
     shutil.copy(Path(__file__).parent / "fixtures" / "benchmarks" / "leetcode.jsonl", src)
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     url = src.as_uri()
-    cfg = gconfig.compose("tiny", ["evaluate.tasks=[leetcode]", f"evaluate.benchmarks.leetcode.download.url={url}"])
+    pinned = gconfig.compose("tiny", [])["evaluate"]["benchmarks"]["leetcode"]["download"]["sha256"]
+    assert pinned == "7630417651034cfef749d2b21b47163921e1199e078b39ecbc218b4e7c73fbfc"  # the Eurus file: 180 problems
+    with pytest.raises(ValueError, match="the config pins 7630417651"):  # any other file is refused at its first fetch
+        bench_data.download("leetcode", {"url": url, "sha256": pinned})
+    cfg = gconfig.compose("tiny", ["evaluate.tasks=[leetcode]", f"evaluate.benchmarks.leetcode.download.url={url}",
+                                   f"evaluate.benchmarks.leetcode.download.sha256={sha}"])  # fmt: skip
     e = gconfig.stage_params(cfg, "evaluate")["evaluate"]
     assert [(i["kind"], i["id"]) for i in prefetch.needs(cfg)] == [("download", url)]
     plan = {"leetcode": e["benchmarks"]["leetcode"]}
