@@ -8,7 +8,7 @@ Each mode runs `python -m grape sft` (the stage as the workflow runs it) in its 
 selection: prompts ~--prompt-words words, responses log-normal around --response-words words (the paper's pools:
 prompts ~150 tokens, answers a few hundred with a tail), cut at --max-length. Modes:
   padded        TRL's padded batches of --batch-size examples (the paper's micro-batch: 2)
-  padding-free  grape.sft_batches: micro-batches of about --micro-batch-tokens tokens, one sequence each
+  padding-free  grape.sft.batches: micro-batches of about --micro-batch-tokens tokens, one sequence each
 Both keep --global-batch examples per optimizer step. Reported from each run's train_log.json: the steady rate
 (steps after the first), real tokens per second (no padding counted), TFLOP/s of model work (6 x params per token
 + causal attention) and MFU against the matmul peak the sft job measured in its own process, the attention,
@@ -86,7 +86,7 @@ def run_mode(model: str, selection: Path, out: Path, mode: str, args) -> dict:
            "micro_batch_tokens": args.micro_batch_tokens if free else None, "max_length": args.max_length,
            "scheduler": "cosine", "warmup_ratio": 0.03, "optim": args.optim, "padding_free": free,
            "dtype": args.dtype, "gradient_checkpointing": "auto", "attn_implementation": "auto", "save_steps": 0,
-           "keep_checkpoints": False, "accelerate": None}  # fmt: skip
+           "keep_checkpoints": False, "accelerate": None, "report_to": "none"}  # fmt: skip
     params = {"seed": 0, "threads": args.threads, "target": "t", "arm": "bench", "sft": sft,
               "template": {"prompt": "Question: {instruction}\nAnswer:", "response": " {response}", "score_eos": False}}  # fmt: skip
     cmd = [sys.executable, "-m", "grape", "sft", "--params", json.dumps(params), "--model", model,

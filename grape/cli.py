@@ -103,7 +103,7 @@ def cmd_prefetch(args):
     for r in records:
         print(f"{r['kind']:9} {r['name']:24} {r['id']}" + (f" [{r['config']}]" if r.get("config") else "")
               + (f" @ {r['revision']}" if r.get("revision") else ""))  # fmt: skip
-    from grape import sandbox
+    from grape.evaluate import sandbox
 
     checked = sandbox.node_check(p["evaluate"])
     if args.output and not args.dry_run:

@@ -158,6 +158,17 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
             f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
             f"the sources {cfg['sources']} (needed by the 'strongest' arm)"
         )
+    from grape.evaluate.sandbox import Limits
+    from grape.sft.settings import SFTSettings
+
+    for key, build in (("sft", SFTSettings.from_config), ("evaluate.sandbox_limits", Limits.from_config)):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        try:  # the typed settings' cross-field checks, at compose time: before any job runs
+            build(node)
+        except ValueError as err:
+            raise ConfigError(f"invalid config: {err}") from None
     ev = cfg["evaluate"]
     for i, name in enumerate(ev["tasks"]):
         if name != "local" and name not in ev["benchmarks"]:

@@ -59,3 +59,32 @@ def selection(target: str, arm: str) -> str:
 
 def evaluation(target: str, arm: str, benchmark: str) -> str:
     return f"evaluate/{target}/{arm}/{benchmark}.json"
+
+
+def config() -> str:
+    """The composed config the compose job writes (what every other job's params are cut from)."""
+    return "config.yaml"
+
+
+def prefetch_record() -> str:
+    return "prefetch.json"
+
+
+def split(name: str) -> str:
+    """The data stage's `train`, `test` (held out) and `dropped` rows."""
+    return f"data/{name}.jsonl"
+
+
+def verify_counts(pool_name: str = "pool") -> str:
+    """The correctness filter's counts per source of `pool(pool_name)`."""
+    return "pool/verify_counts.json" if pool_name == "pool" else f"pool/{pool_name}_counts.json"
+
+
+def local_task() -> str:
+    """The lm-eval task YAML of the held-out split (the `local` benchmark)."""
+    return "evaluate/lm_eval_task/task.yaml"
+
+
+def report(file: str) -> str:
+    """A file of the report (`results.csv`, `summary.html`, the figures)."""
+    return f"report/{file}"

@@ -47,7 +47,7 @@ def target_model(target: str, workdir: Path) -> tuple[str, dict]:
     name, or a hub id (downloaded when missing from the cache and the environment allows it). A local folder is
     hashed as an input; otherwise the record holds its model config and, for a hub model, the cached commit it
     loads from, for a built one (`random`, `gguf_package`) the sha256 of each built file."""
-    from grape import models, prefetch
+    from grape import hub, models
     from grape.provenance import sha256_path
 
     if Path(target).is_dir():
@@ -66,9 +66,7 @@ def target_model(target: str, workdir: Path) -> tuple[str, dict]:
         models.materialise(Path(target).name, cfg, out)
     record = {"model": cfg}
     if cfg["kind"] == "hf":
-        record["commit"] = (
-            None if Path(cfg["path"]).exists() else prefetch.cached_commit(cfg["path"], cfg.get("revision"))
-        )
+        record["commit"] = None if Path(cfg["path"]).exists() else hub.cached_commit(cfg["path"], cfg.get("revision"))
     else:
         built = sorted(f for f in out.rglob("*") if f.is_file() and f.name != "grape_meta.json")
         record["sha256"] = {str(f.relative_to(out)): sha256_path(f) for f in built}
@@ -78,13 +76,13 @@ def target_model(target: str, workdir: Path) -> tuple[str, dict]:
 def fetch_model(path: str, revision: str | None) -> None:
     """A hub model into the cache unless it is there (or `path` is a local folder); offline (HF_HUB_OFFLINE=1) and
     missing: an error whose way out is HF_HUB_OFFLINE=0. A local-looking path that does not exist: file not found."""
-    from grape import prefetch, runtime
+    from grape import hub, runtime
 
-    if not prefetch.is_hub_id(path) or prefetch.model_available(path, revision):
+    if not hub.is_hub_id(path) or hub.model_available(path, revision):
         return
     if runtime.hub_offline():
-        raise ValueError(prefetch.missing_message("model", path, revision, None))
-    prefetch.download_model(path, revision)
+        raise ValueError(hub.missing_message("model", path, revision, None))
+    hub.download_model(path, revision)
 
 
 def pool_file(source: str, fields: Mapping, cfg: Mapping, workdir: Path) -> tuple[str, dict]:

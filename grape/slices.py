@@ -18,6 +18,7 @@ OPERATIONAL = (
     "sample.backoff_s",
     "sample.allow_missing",
     "sft.save_steps",
+    "sft.report_to",
     "sft.keep_checkpoints",
 )
 

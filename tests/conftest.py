@@ -13,6 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 runtime.set_offline()
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tiers in order, in one session (the shared workflow run serves both later tiers): unit tests, then the
+    end-to-end ones (`slow`), then the environment's (`env`: vLLM, Slurm, a browser)."""
+    tier = lambda item: 2 if item.get_closest_marker("env") else 1 if item.get_closest_marker("slow") else 0
+    items.sort(key=tier)  # stable: file order within a tier
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The `tiny` experiment run end to end by the real snakemake, once per test session (workflow and SLURM tests

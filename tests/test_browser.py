@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from helpers import snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.env
 
 # The error listener goes first in <head>, so that an error in any of the page's scripts is seen; the record is
 # written after load. Only the page's own last </body> is touched: libraries inlined in a page (Snakemake's report

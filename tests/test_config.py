@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from helpers import REPO
 
 from grape import config as gconfig
 from grape.config import ConfigError
@@ -48,6 +49,32 @@ def test_cross_checks():
         gconfig.compose("tiny", ["select.strongest_source=nobody"])
     with pytest.raises(ConfigError, match="data.train_path"):
         gconfig.compose("tiny", ["data.kind=jsonl"])
+
+
+def test_bad_cross_field_settings_fail_at_compose_time_naming_the_keys():
+    for overrides, keys in ((["sft.micro_batch_tokens=512", "sft.padding_free=false"], "sft.micro_batch_tokens.*sft.padding_free"),
+                            (["sft.padding_free=false", "sft.global_batch=6", "sft.batch_size=4"], "sft.global_batch 6.*sft.batch_size 4"),
+                            (["sft.keep_checkpoints=true", "sft.save_steps=0"], "sft.keep_checkpoints.*sft.save_steps"),
+                            (["sft.lora_targets=[]"], "sft.lora_targets"),
+                            (["evaluate.sandbox_limits.memory_mb=1.5"], "evaluate.sandbox_limits")):  # fmt: skip
+        with pytest.raises(ConfigError, match=keys):
+            gconfig.compose("tiny", overrides)
+
+
+def test_the_sft_settings_dataclass_schema_and_defaults_agree():
+    """One typed object per stage (grape/sft/settings.py): its fields are the schema's keys, its defaults the
+    catalog's values, so the three cannot drift apart."""
+    import dataclasses
+
+    from grape.sft.settings import SFTSettings
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    sft_schema = schema["properties"]["sft"]
+    names = {f.name for f in dataclasses.fields(SFTSettings)}
+    assert names == set(sft_schema["properties"]) and set(sft_schema["required"]) <= names
+    defaults = yaml.safe_load((REPO / "config/config.yaml").read_text())["sft"]
+    assert SFTSettings().as_dict() == defaults
+    assert SFTSettings.from_config(gconfig.compose("demo", [])["sft"]).method == "lora"
 
 
 def test_snakemake_config_becomes_hydra_overrides():

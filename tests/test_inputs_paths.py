@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from grape import config as gconfig
-from grape import pick, prefetch
+from grape import hub, pick, prefetch
 from grape.data.source import Dataset
 from grape.io import DataError
 
@@ -37,7 +37,7 @@ FIELDS = {"instruction": "instruction", "response": "response"}
     ],
 )
 def test_what_looks_local(path, local):
-    assert prefetch.looks_local(path) is local
+    assert hub.looks_local(path) is local
 
 
 @pytest.mark.parametrize("path", ["./missing/pool.jsonl", "pools/a/b", "pool.parquet"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grape import cli, pick, prefetch, runtime
+from grape import cli, hub, pick, runtime
 from grape.data.source import Dataset
 from grape.io import DataError
 
@@ -51,8 +51,8 @@ def test_grape_pick_does_not_force_offline(online_env, monkeypatch, tmp_path):
 
 def test_pick_downloads_a_missing_hub_target_when_online(online_env, monkeypatch):
     fetched = []
-    monkeypatch.setattr(prefetch, "model_available", lambda hub_id, revision: bool(fetched))
-    monkeypatch.setattr(prefetch, "download_model", lambda hub_id, revision: fetched.append((hub_id, revision)))
+    monkeypatch.setattr(hub, "model_available", lambda hub_id, revision: bool(fetched))
+    monkeypatch.setattr(hub, "download_model", lambda hub_id, revision: fetched.append((hub_id, revision)))
     pick.fetch_model("meta-llama/Llama-3.1-8B", None)
     assert fetched == [("meta-llama/Llama-3.1-8B", None)]
     pick.fetch_model("meta-llama/Llama-3.1-8B", None)  # in the cache now: not again

@@ -31,6 +31,7 @@ def job_counts(stdout: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_paper_config_dry_runs_with_the_expected_jobs(tmp_path, name):
     proc = snakemake(tmp_path, "--cores", "1", "-n", "-p", "--config", f"experiment={name}")
@@ -55,6 +56,7 @@ def test_paper_configs_say_what_the_paper_says():
         assert sft.accumulation(256, 2, cfg["resources"]["sft_min_gpus"]) == 32  # the paper's 4-GPU node
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_rehearsal_plans_its_paper_experiments_jobs_at_toy_size(tmp_path, name):
     """The rehearsal (config/experiment/<name>_rehearsal.yaml) includes the paper config and changes only sizes:

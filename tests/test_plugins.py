@@ -115,6 +115,7 @@ def test_another_experiments_finetune_is_a_model_known_by_its_content(tmp_path, 
         models.materialise("ft2", {**ref, "arm": "random"}, tmp_path / "models" / "ft2")
 
 
+@pytest.mark.slow
 def test_the_workflow_samples_from_another_experiments_finetune(tmp_path):
     """The fine-tune of experiment exp1 becomes a source of tiny: its model job reads that folder (a retrained
     fine-tune reruns it), its samples join the pool; a fine-tune of the same experiment cannot be a source."""

@@ -1,5 +1,5 @@
-"""Program of thought, as the Eurus suite runs it (grape/lm_eval_tasks/grape_pot.py): the last ```python block of a
-generation runs in the suite's sandbox (grape.sandbox) with a time limit, its printed output is the answer, judged as the CoT
+"""Program of thought, as the Eurus suite runs it (grape/evaluate/lm_eval_tasks/grape_pot.py): the last ```python block of a
+generation runs in the suite's sandbox (grape.evaluate.sandbox) with a time limit, its printed output is the answer, judged as the CoT
 variant judges; no block: the text's own answer. Hand-written generations whose verdicts we know."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grape" / "lm_eval_tasks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grape" / "evaluate" / "lm_eval_tasks"))
 import grape_pot  # noqa: E402  (lm-eval loads it by file, as !function grape_pot.x)
 
 

@@ -86,6 +86,7 @@ def test_an_evaluate_job_on_an_empty_cache_stops_before_loading_a_model(tmp_path
     assert "no-model" not in proc.stderr and not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow
 def test_an_offline_job_with_a_missing_model_names_it_and_the_prefetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
     overrides = "overrides=models.tiny_a.kind=hf +models.tiny_a.path=acme/never-fetched-7B"
@@ -112,7 +113,8 @@ def test_a_benchmark_file_from_a_url_is_fetched_whole_pinned_and_found_offline(t
     import hashlib
     import shutil
 
-    from grape import bench_data, evaluate
+    from grape import evaluate
+    from grape.evaluate import bench_data
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "cache"))
     src = tmp_path / "leetcode-test.json"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from grape import config as gconfig
-from grape.report_stats import bootstrap_ci, outcome, paired_ci, paired_table, paper_table
+from grape.report.stats import bootstrap_ci, outcome, paired_ci, paired_table, paper_table
 
 
 def test_paired_interval_uses_the_pairing():

@@ -43,7 +43,7 @@ def test_selected_vs_not_leaves_out_the_targets_own_samples_under_exclude_self(t
 
 
 def test_arm_sizes_show_examples_shortfall_and_the_papers_num_instances(tmp_path):
-    from grape.report_stats import arm_sizes
+    from grape.report.stats import arm_sizes
 
     sel = _write(tmp_path / "strongest.jsonl", [_sel("a", "big")])
     (tmp_path / "strongest.jsonl.meta.json").write_text(json.dumps(
@@ -69,7 +69,7 @@ def test_alpaca_evals_lc_is_its_own_column_beside_the_win_rate(tmp_path):
     import pytest
 
     from grape.io import DataError
-    from grape.report_stats import paper_table
+    from grape.report.stats import paper_table
 
     params = {"targets": ["t"], "arms": [], "seed": 0, "report": {"bootstrap": 20, "ci": 0.95, "paper": {
         "source": "T2", "metric": "m", "values": {"t": {"base": 30.0}}, "columns": ["alpaca_eval_lc", "alpaca_eval"]}}}  # fmt: skip

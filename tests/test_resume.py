@@ -62,6 +62,7 @@ def _kill_when(proc, ready, timeout=300):
     proc.wait()
 
 
+@pytest.mark.slow  # a real job killed and rerun, as a subprocess: end to end
 def test_sampling_killed_then_rerun_with_another_temperature_starts_over(tiny_model_dir, tmp_path):
     cfg = gconfig.compose("tiny", ["sample.batch_size=2", "sample.max_new_tokens=24"])
     hot = {**gconfig.stage_params(cfg, "sample", source="tiny_a"), "threads": 1}
@@ -136,6 +137,7 @@ def test_scoring_killed_then_rerun_with_new_weights_at_the_same_path_starts_over
     assert read_jsonl(tmp_path / "r.jsonl") == read_jsonl(clean_out)
 
 
+@pytest.mark.slow  # a real job killed and rerun, as a subprocess: end to end
 def test_sft_killed_then_rerun_on_another_selection_starts_over(tiny_model_dir, tmp_path):
     params = _sft_params(global_batch=2, batch_size=1, method="full", lr=1e-3, save_steps=1)
     first, second = _selection(tmp_path / "a.jsonl", n=12), _selection(tmp_path / "b.jsonl", n=8)

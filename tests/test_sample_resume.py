@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from grape import config as gconfig
 
 GRAPE = str(Path(sys.executable).parent / "grape")
@@ -35,6 +37,7 @@ def _sample(params, model, train, out, wait=True):
     return json.loads(Path(f"{out}.meta.json").read_text())["counts"]
 
 
+@pytest.mark.slow  # a real job killed and rerun, as a subprocess: end to end
 def test_a_killed_sampling_job_resumes_with_only_the_missing_chunks(tiny_model_dir, tmp_path):
     cfg = gconfig.compose("tiny", ["sample.batch_size=2", "sample.max_new_tokens=24"])
     params = {**gconfig.stage_params(cfg, "sample", source="tiny_a"), "threads": 1}

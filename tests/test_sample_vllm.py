@@ -21,7 +21,7 @@ from helpers import REPO, run_in_own_group
 
 from grape import config as gconfig
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.env
 VENV = REPO / ".venv-vllm"
 GRAPE = str(Path(sys.executable).parent / "grape")
 ENV = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}

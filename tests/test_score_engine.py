@@ -11,11 +11,11 @@ import json
 import random
 
 import pytest
-from helpers import score_packed, score_reference, tiny_llama
+from helpers import score_packed, score_reference, shard_rows, tiny_llama
 
 from grape import runtime
 from grape.score.packed import score_ids
-from grape.score.shards import gather_shards, shard_of, shard_rows
+from grape.score.shards import gather_shards, shard_of
 from grape.template import Template
 
 runtime.set_offline()

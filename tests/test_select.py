@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import pytest
+from helpers import choose
 
 from grape import select
 from grape.io import DataError, read_jsonl
@@ -61,46 +62,46 @@ SCORES = {
 
 
 def test_grape_picks_argmax_with_deterministic_ties():
-    picked, counts = select.choose("grape", _groups(_pool()), SCORES, k=1, seed=0, strongest=None)
+    picked, counts = choose("grape", _groups(_pool()), SCORES, k=1, seed=0, strongest=None)
     assert [p["candidate_id"] for p in picked] == ["q0:b:0", "q1:a:0", "q2:original:0", "q3:a:0"]
     assert counts == {}  # q1: a three-way tie at -1.0, broken by the smallest candidate id
 
 
 def test_reverse_picks_argmin_and_k():
-    picked, _ = select.choose("reverse", _groups(_pool()), SCORES, k=1, seed=0, strongest=None)
+    picked, _ = choose("reverse", _groups(_pool()), SCORES, k=1, seed=0, strongest=None)
     assert [p["candidate_id"] for p in picked] == ["q0:b:1", "q1:b:1", "q2:b:0", "q3:a:1"]
-    picked, _ = select.choose("grape", _groups(_pool()), SCORES, k=2, seed=0, strongest=None)
+    picked, _ = choose("grape", _groups(_pool()), SCORES, k=2, seed=0, strongest=None)
     assert len(picked) == 8
 
 
 def test_order_of_the_pool_does_not_matter():
     rows = _pool()
-    a, _ = select.choose("grape", _groups(rows), SCORES, 1, 0, None)
-    b, _ = select.choose("grape", _groups(rows[::-1]), SCORES, 1, 0, None)
-    r1, _ = select.choose("random", _groups(rows), SCORES, 1, 7, None)
-    r2, _ = select.choose("random", _groups(rows[::-1]), SCORES, 1, 7, None)
+    a, _ = choose("grape", _groups(rows), SCORES, 1, 0, None)
+    b, _ = choose("grape", _groups(rows[::-1]), SCORES, 1, 0, None)
+    r1, _ = choose("random", _groups(rows), SCORES, 1, 7, None)
+    r2, _ = choose("random", _groups(rows[::-1]), SCORES, 1, 7, None)
     assert a == b and r1 == r2
 
 
 def test_random_is_seeded_and_varies_with_seed():
     picks = {
-        seed: tuple(p["candidate_id"] for p in select.choose("random", _groups(_pool()), {}, 1, seed, None)[0])
+        seed: tuple(p["candidate_id"] for p in choose("random", _groups(_pool()), {}, 1, seed, None)[0])
         for seed in range(12)
     }
     assert len(set(picks.values())) > 1
-    assert picks[3] == tuple(p["candidate_id"] for p in select.choose("random", _groups(_pool()), {}, 1, 3, None)[0])
+    assert picks[3] == tuple(p["candidate_id"] for p in choose("random", _groups(_pool()), {}, 1, 3, None)[0])
 
 
 def test_strongest_all_original_and_missing_scores():
     g = _groups(_pool())
-    strongest, counts = select.choose("strongest", g, {}, 1, 0, strongest="b")
+    strongest, counts = choose("strongest", g, {}, 1, 0, strongest="b")
     # only b's responses, as many per instruction as the original has (1); q3 has none of b's: counted
     assert [p["candidate_id"] for p in strongest] == ["q0:b:0", "q1:b:0", "q2:b:0"]
     assert counts == {"strongest_shortfall": 1, "instructions_short_of_strongest": 1}
-    assert len(select.choose("all", g, {}, 1, 0, None)[0]) == len(_pool())
-    assert [p["source"] for p in select.choose("original", g, {}, 1, 0, None)[0]] == ["original"] * 4
+    assert len(choose("all", g, {}, 1, 0, None)[0]) == len(_pool())
+    assert [p["source"] for p in choose("original", g, {}, 1, 0, None)[0]] == ["original"] * 4
     partial = {k: v for k, v in SCORES.items() if not k.startswith("q3")}
-    picked, counts = select.choose("grape", g, partial, 1, 0, None)
+    picked, counts = choose("grape", g, partial, 1, 0, None)
     assert len(picked) == 3 and counts == {"unscored_candidates": 3, "instructions_without_scores": 1}
 
 
@@ -109,16 +110,16 @@ def test_three_x_keeps_three_times_the_originals_drawn_seeded_and_counts_a_short
     rows.append({**rows[0], "candidate_id": "q0:original:1"})  # q0 has 2 originals: wants 6 of its 6
     rows.append({**rows[5], "candidate_id": "q1:original:1", "instruction_id": "q1", "source": "original"})
     g = _groups(rows)  # q1 now has 2 originals and 6 candidates: wants 6, all
-    picked, counts = select.choose("3x", g, {}, 1, 7, None)
+    picked, counts = choose("3x", g, {}, 1, 7, None)
     per = Counter(p["instruction_id"] for p in picked)
     assert per == {"q0": 6, "q1": 6, "q2": 3, "q3": 3}
     assert counts == {} and len({p["candidate_id"] for p in picked}) == len(picked)
-    again, _ = select.choose("3x", _groups(rows[::-1]), {}, 1, 7, None)
+    again, _ = choose("3x", _groups(rows[::-1]), {}, 1, 7, None)
     assert sorted(p["candidate_id"] for p in again) == sorted(p["candidate_id"] for p in picked)  # seeded
-    other = {p["candidate_id"] for p in select.choose("3x", g, {}, 1, 8, None)[0]}
+    other = {p["candidate_id"] for p in choose("3x", g, {}, 1, 8, None)[0]}
     assert other != {p["candidate_id"] for p in picked}  # another seed draws another q2 subset (3 of 5)
     rows.append({**rows[0], "candidate_id": "q3:original:1", "instruction_id": "q3"})
-    _, short = select.choose("3x", _groups(rows), {}, 1, 7, None)  # q3: 2 originals want 6, it has 4
+    _, short = choose("3x", _groups(rows), {}, 1, 7, None)  # q3: 2 originals want 6, it has 4
     assert short == {"3x_shortfall": 2, "instructions_short_of_3x": 1}
 
 

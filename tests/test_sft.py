@@ -60,7 +60,7 @@ def test_padding_free_batches_give_the_same_per_example_losses(tiny, attn):
     the document mask) vs TRL's padded batch: the per-example losses agree, so no example attends to another."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from grape import sft_batches
+    from grape.sft import batches as sft_batches
 
     model, tok = tiny
     model.set_attn_implementation(attn)
@@ -106,7 +106,8 @@ def test_flex_attention_keeps_packed_examples_apart(tiny_model_dir):
     """The GPU default without flash-attn (`attn_implementation: auto` -> flex_attention for padding-free
     micro-batches): transformers turns the position ids into a block mask; its forward on CPU (flex attention has no
     CPU backward) equals sdpa's on the same packed micro-batch, so the mask keeps examples apart there too."""
-    from grape import model_folder, sft_batches
+    from grape import model_folder
+    from grape.sft import batches as sft_batches
 
     tok = model_folder.load_tokenizer(tiny_model_dir)
     t = Template.from_config(TEMPLATE)
@@ -125,9 +126,9 @@ def test_flex_attention_keeps_packed_examples_apart(tiny_model_dir):
 
 
 def test_steps_hold_the_global_batch_in_micro_batches_by_examples_or_tokens():
-    """The plan (grape.sft_batches): every epoch shuffled and cut into steps of global_batch examples; each step in
+    """The plan (grape.sft.batches): every epoch shuffled and cut into steps of global_batch examples; each step in
     exactly accum x processes micro-batches, by examples or balanced by tokens, short steps filled with empties."""
-    from grape import sft_batches
+    from grape.sft import batches as sft_batches
 
     lengths = [10 + (i * 37) % 200 for i in range(50)]
     for procs in (1, 2):
@@ -155,7 +156,7 @@ def test_steps_hold_the_global_batch_in_micro_batches_by_examples_or_tokens():
 
 
 def test_the_dtype_attention_and_checkpointing_follow_the_machine(monkeypatch):
-    from grape import sft_batches
+    from grape.sft import batches as sft_batches
 
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
     assert sft.recipe(_params()["sft"], "cpu", 1)["dtype"] == "float32"
@@ -163,10 +164,12 @@ def test_the_dtype_attention_and_checkpointing_follow_the_machine(monkeypatch):
     plan = sft.recipe(_params()["sft"], "cpu", 1)
     assert plan["dtype"] == "bfloat16" and "amx_bf16" in plan["dtype_reason"]
     assert plan["attn_implementation"] == "sdpa"
+    from grape.sft.settings import SFTSettings
+
     s = _params()["sft"]
     if importlib.util.find_spec("flash_attn") is None:
-        assert sft.attention(s, "cuda") == "flex_attention"
-        assert sft.attention({**s, "padding_free": False}, "cuda") == "sdpa"
+        assert sft.attention(SFTSettings.from_config(s), "cuda") == "flex_attention"
+        assert sft.attention(SFTSettings.from_config({**s, "padding_free": False}), "cuda") == "sdpa"
     # Llama-3.2-3B shape, full FT: 8K-token micro-batches fit an H200 (141 GB) without recomputation, not an H100
     shape, hidden, vocab = (3.2e9, 28, 3072), 3072, 128256
     on, why = sft_batches.checkpointing("auto", "cuda", shape, hidden, vocab, 8192, True, 1, 141 * 2**30)
@@ -193,6 +196,7 @@ def _run_sft(params, model_dir, selection, out, *launch, wait=True):
     return json.loads((Path(out) / "train_log.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_through_accelerate_keep_the_global_batch(tiny_model_dir, tmp_path):
     selection = _selection(tmp_path / "sel.jsonl", n=16)
     params = _params(global_batch=8, batch_size=2, method="full", lr=1e-3)
@@ -259,6 +263,15 @@ def test_token_budget_micro_batches_train_as_the_padded_path(tiny_model_dir, tmp
         assert all(s["tokens_per_s"] > 0 and 0 < s["mfu"] for s in steps)
         assert log["throughput"]["matmul_peak_tflops"] > 0 and log["throughput"]["steady_steps"] == 2
         assert [h["num_tokens"] for h in log["log_history"] if "num_tokens" in h] == [per_epoch * k for k in (1, 2, 3)]
+    # sft.report_to tensorboard (the default): event files with the loss of every step, kept in the model folder
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in ("padded", "tokens"):
+        events = EventAccumulator(str(tmp_path / name / "tensorboard")).Reload()
+        assert [round(e.value, 4) for e in events.Scalars("train/loss")] == [round(x, 4) for x in losses[name]]
+    p = _params(**base, report_to="none")
+    sft.run(p, str(tiny_model_dir), str(selection), str(tmp_path / "quiet"))
+    assert not (tmp_path / "quiet" / "tensorboard").exists()
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])

@@ -5,7 +5,7 @@ Every importer reads through `Dataset`, so a pool is found the same way everywhe
   `.parquet` or `.arrow` file;
 - a local directory (a `huggingface-cli download` or `snapshot_download` copy): its data files, those whose
   name contains the split when any does (hub layout `data/train-00000-of-00004.parquet`), else all of them;
-- a path that looks local (`grape.prefetch.looks_local`: absolute, `./`, `../`, `~`, a data file suffix, more than
+- a path that looks local (`grape.hub.looks_local`: absolute, `./`, `../`, `~`, a data file suffix, more than
   one `/`) and does not exist: an error, `file not found: <path>`;
 - anything else is a hub dataset id, read with `datasets.load_dataset(id, split=..., revision=...,
   streaming=True)`; offline (`HF_DATASETS_OFFLINE=1`) that reads the local cache and fails naming the id.
@@ -98,7 +98,7 @@ class Dataset:
             yield from _json_rows(self._files[0], self._span)
             return
         if not os.path.exists(self.path):
-            from grape.prefetch import is_hub_id
+            from grape.hub import is_hub_id
 
             is_hub_id(self.path)  # a local-looking path that does not exist: FileNotFoundError naming it
             yield from self._hub_rows()
@@ -124,7 +124,7 @@ class Dataset:
         from grape.runtime import hub_offline
 
         if hub_offline():
-            from grape.prefetch import missing_message
+            from grape.hub import missing_message
 
             raise DataError(
                 self.label(), None, None, missing_message("dataset", self.path, self.revision, self.experiment)

@@ -8,9 +8,9 @@ from typing import Mapping
 
 
 def build(cfg: Mapping, out: Path, experiment: str | None = None) -> dict:
-    from grape import prefetch
+    from grape import hub
 
     path, revision = cfg["path"], cfg.get("revision")
-    if not Path(path).exists() and not prefetch.model_available(path, revision):
-        raise ValueError(prefetch.missing_message("model", path, revision, experiment))
+    if not Path(path).exists() and not hub.model_available(path, revision):
+        raise ValueError(hub.missing_message("model", path, revision, experiment))
     return {"path": path, "revision": revision}

@@ -7,7 +7,7 @@ hash seed, and every shard count gives the same gathered scores.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Mapping
+from typing import Iterable
 
 
 def shard_of(instruction_id: str, n_shards: int) -> int:
@@ -18,12 +18,6 @@ def shard_of(instruction_id: str, n_shards: int) -> int:
 def check_shard(shard_index: int, n_shards: int) -> None:
     if n_shards < 1 or not 0 <= shard_index < n_shards:
         raise ValueError(f"shard {shard_index} of {n_shards} does not exist")
-
-
-def shard_rows(rows: Iterable[Mapping], shard_index: int, n_shards: int) -> list[Mapping]:
-    """The rows of shard `shard_index` of `n_shards`: whole instructions, assigned by `shard_of`, pool order kept."""
-    check_shard(shard_index, n_shards)
-    return [row for row in rows if shard_of(row["instruction_id"], n_shards) == shard_index]
 
 
 def gather_shards(parts: Iterable[tuple[list[dict], list[dict]]]) -> tuple[list[dict], list[dict]]:

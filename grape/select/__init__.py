@@ -32,7 +32,7 @@ from grape.contracts import REWARD, SCORED
 from grape.io import DataError, atomic_path, fast_dumps
 from grape.parallel import concat, starmap, workers
 from grape.select import index
-from grape.select.choosing import choose, choose_ids
+from grape.select.choosing import choose_ids
 from grape.template import Template
 
 __all__ = ["Choice", "choose", "example", "run"]

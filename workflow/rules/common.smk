@@ -11,11 +11,11 @@ from snakemake.logging import logger
 
 try:
     from grape import arms as garms
-    from grape import bench_data
+    from grape.evaluate import bench_data
     from grape import config as gconfig
     from grape import layout
     from grape import resources as gresources
-    from grape import sandbox as gsandbox
+    from grape.evaluate import sandbox as gsandbox
 except ImportError as err:
     raise WorkflowError(
         f"the grape package is not importable ({err}): run `make install` (or `pip install -e .`) first"
@@ -35,7 +35,7 @@ except gconfig.ConfigError as err:
 
 RESULTS = layout.root(CFG["name"])
 
-# Model-written code runs only in the sandbox (grape/sandbox.py): say so here, on the login node, not after a day of
+# Model-written code runs only in the sandbox (grape/evaluate/sandbox.py): say so here, on the login node, not after a day of
 # SFT, when this node lacks it (what the evaluate job would refuse on; compute nodes may differ).
 if gsandbox.code_benchmarks(CFG["evaluate"]) and CFG["evaluate"]["sandbox"] == "bwrap":
     _why = gsandbox.unavailable("bwrap", probe=False)
@@ -54,7 +54,7 @@ ENV = "../../envs/grape.yaml"
 THREADS = CFG["threads"]
 ARM_LIST = gconfig.trained_arms(CFG)  # select.arms, then GRAPE's later rounds (grape.r2, ...)
 SHARD_COUNT = CFG["score"]["shards"]
-TASK_YAML = f"{RESULTS}/evaluate/lm_eval_task/task.yaml"
+TASK_YAML = at(layout.local_task())
 BENCHMARKS = list(CFG["evaluate"]["tasks"])
 
 
@@ -194,11 +194,11 @@ def evaluate_inputs(wc):
     """The model (the untuned target for arm `base`, else its fine-tune) and every file its benchmark reads: for the
     local benchmark its task YAML and the held-out split (the other benchmarks never wait for, or rerun on, the local
     task); for the others each local file (data_files, package_file, a prefetched download, AlpacaEval's reference
-    and glm_data: grape.bench_data.files_read), so editing one reruns exactly the jobs that read it.
+    and glm_data: grape.evaluate.bench_data.files_read), so editing one reruns exactly the jobs that read it.
     """
     model = model_dir(wc.target, wc.arm)
     if wc.benchmark == "local":
-        return {"model": model, "task": TASK_YAML, "test": f"{RESULTS}/data/test.jsonl"}
+        return {"model": model, "task": TASK_YAML, "test": at(layout.split("test"))}
     b = CFG["evaluate"]["benchmarks"][wc.benchmark]
     return {"model": model, "files": bench_data.files_read(wc.benchmark, b, CFG.get("cache_dir"))}
 
@@ -210,7 +210,7 @@ def scores_flag(wc, input):
 
 def all_outputs():
     return [
-        f"{RESULTS}/config.yaml",
-        f"{RESULTS}/report/results.csv",
-        f"{RESULTS}/report/summary.html",
+        at(layout.config()),
+        at(layout.report("results.csv")),
+        at(layout.report("summary.html")),
     ]

@@ -1,6 +1,6 @@
 rule compose:
     output:
-        f"{RESULTS}/config.yaml",
+        at(layout.config()),
     log:
         f"{RESULTS}/logs/compose.log",
     conda:

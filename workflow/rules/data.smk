@@ -2,9 +2,9 @@ rule data:
     input:
         user=user_data,
     output:
-        train=f"{RESULTS}/data/train.jsonl",
-        test=f"{RESULTS}/data/test.jsonl",
-        dropped=f"{RESULTS}/data/dropped.jsonl",
+        train=at(layout.split("train")),
+        test=at(layout.split("test")),
+        dropped=at(layout.split("dropped")),
     log:
         f"{RESULTS}/logs/data.log",
     conda:

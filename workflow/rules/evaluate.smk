@@ -1,6 +1,6 @@
 rule evaluate_task:
     input:
-        test=f"{RESULTS}/data/test.jsonl",
+        test=at(layout.split("test")),
     output:
         TASK_YAML,
     log:

@@ -2,7 +2,7 @@
 # (config `cache_dir`) with every hub model and dataset of the experiment; every other job then runs offline.
 rule prefetch:
     output:
-        f"{RESULTS}/prefetch.json",
+        at(layout.prefetch_record()),
     log:
         f"{RESULTS}/logs/prefetch.log",
     localrule: True

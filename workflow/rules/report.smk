@@ -11,47 +11,57 @@ rule report:
             at(layout.selection("{target}", "{arm}")), target=CFG["targets"], arm=ARM_LIST
         ),
         scores=expand(at(layout.scores("{target}")), target=CFG["targets"]),
-        counts=f"{RESULTS}/pool/verify_counts.json",
+        counts=at(layout.verify_counts()),
         candidates=expand(at(layout.candidates("{source}")), source=CFG["sources"]),
     output:
         table=report(
-            f"{RESULTS}/report/results.csv", caption="../report/results.rst", category="Results"
+            at(layout.report("results.csv")), caption="../report/results.rst", category="Results"
         ),
         accuracy=report(
-            f"{RESULTS}/report/accuracy.svg", caption="../report/accuracy.rst", category="Results"
+            at(layout.report("accuracy.svg")), caption="../report/accuracy.rst", category="Results"
         ),
         paired=report(
-            f"{RESULTS}/report/paired.csv", caption="../report/paired.rst", category="Results"
+            at(layout.report("paired.csv")), caption="../report/paired.rst", category="Results"
         ),
         paired_fig=report(
-            f"{RESULTS}/report/paired.svg", caption="../report/paired.rst", category="Results"
+            at(layout.report("paired.svg")), caption="../report/paired.rst", category="Results"
         ),
         outcome=report(
-            f"{RESULTS}/report/outcome.txt", caption="../report/outcome.rst", category="Results"
+            at(layout.report("outcome.txt")), caption="../report/outcome.rst", category="Results"
         ),
-        loss=report(f"{RESULTS}/report/loss.svg", caption="../report/loss.rst", category="Training"),
-        costs=report(f"{RESULTS}/report/costs.csv", caption="../report/costs.rst", category="Cost"),
+        loss=report(
+            at(layout.report("loss.svg")), caption="../report/loss.rst", category="Training"
+        ),
+        costs=report(at(layout.report("costs.csv")), caption="../report/costs.rst", category="Cost"),
+        loss_table=report(
+            at(layout.report("loss.csv")), caption="../report/loss.rst", category="Training"
+        ),
+        fit=report(
+            at(layout.report("selected_vs_not.csv")),
+            caption="../report/score_dist.rst",
+            category="Scoring",
+        ),
         shares=report(
-            f"{RESULTS}/report/source_share.svg",
+            at(layout.report("source_share.svg")),
             caption="../report/source_share.rst",
             category="Selection",
         ),
         share_table=report(
-            f"{RESULTS}/report/selection_sources.csv",
+            at(layout.report("selection_sources.csv")),
             caption="../report/source_share.rst",
             category="Selection",
         ),
         scores=report(
-            f"{RESULTS}/report/score_dist.svg",
+            at(layout.report("score_dist.svg")),
             caption="../report/score_dist.rst",
             category="Scoring",
         ),
         verify=report(
-            f"{RESULTS}/report/verify_counts.csv",
+            at(layout.report("verify_counts.csv")),
             caption="../report/verify_counts.rst",
             category="Filtering",
         ),
-        summary=f"{RESULTS}/report/summary.html",
+        summary=at(layout.report("summary.html")),
     log:
         f"{RESULTS}/logs/report.log",
     conda:

@@ -1,7 +1,7 @@
 rule sample:
     input:
         model=at(layout.model("{source}")),
-        train=f"{RESULTS}/data/train.jsonl",
+        train=at(layout.split("train")),
     output:
         candidates=at(layout.candidates("{source}")),
     log:

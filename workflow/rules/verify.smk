@@ -1,10 +1,10 @@
 rule verify:
     input:
-        train=f"{RESULTS}/data/train.jsonl",
+        train=at(layout.split("train")),
         candidates=expand(at(layout.candidates("{source}")), source=CFG["sources"]),
     output:
         pool=at(layout.pool()),
-        counts=f"{RESULTS}/pool/verify_counts.json",
+        counts=at(layout.verify_counts()),
     log:
         f"{RESULTS}/logs/verify.log",
     conda:
@@ -26,7 +26,7 @@ rule pool_all_available:
         below=at(layout.below_min()),
     output:
         pool=at(layout.pool("all_available")),
-        counts=f"{RESULTS}/pool/all_available_counts.json",
+        counts=at(layout.verify_counts("all_available")),
     log:
         f"{RESULTS}/logs/pool_all_available.log",
     conda:

@@ -12,7 +12,7 @@ The answer is judged by the CoT variant's equivalence: MATH by lm-eval's `hendry
 GSM-Plus and TheoremQA by the CoT tasks' exact-match normalisation (case, commas, $ and a final period ignored), and
 equal numbers count as equal (a program prints 5.0 where the reference says 5).
 
-Programs run in the sandbox every model-written program runs in (`grape.sandbox`: bubblewrap, no network, no
+Programs run in the sandbox every model-written program runs in (`grape.evaluate.sandbox`: bubblewrap, no network, no
 environment, limits, the 5-second wall limit). The suite runs these tasks only when `evaluate.allow_code_execution`
 is true.
 The prompt is wrapped in the suite's plain template (Question:/Answer:), the one the targets were fine-tuned on.
@@ -51,9 +51,9 @@ def theoremqa_text(doc: dict) -> str:
 
 
 def run_program(program: str, timeout: float | None = None) -> tuple[str, str]:
-    """(status, printed output) of one program in the suite's sandbox (`grape.sandbox`: a fresh interpreter, no
+    """(status, printed output) of one program in the suite's sandbox (`grape.evaluate.sandbox`: a fresh interpreter, no
     network, no environment, no writable path but its own tmp): "ok", "error" (then the error) or "timeout"."""
-    from grape import sandbox
+    from grape.evaluate import sandbox
 
     lines = program.strip().split("\n")
     if lines and "print(" not in lines[-1]:  # the suite shows the last expression's value, as a notebook would

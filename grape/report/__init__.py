@@ -7,9 +7,9 @@ meta.json files give each stage's cost). Writes, into the report folder:
   training examples and tokens; benchmarks that were not run are rows that say why; a judged AlpacaEval 2 job
   gives two rows, `alpaca_eval` (AE2-WR) and `alpaca_eval_lc` (AE2-LC), the two columns of the paper's Table 2;
 - paired.csv: each arm minus `original` and minus `grape` on the same problems, with paired bootstrap intervals
-  (`grape.report_stats`), and the plain-language outcome generated from them (outcome.txt);
+  (`grape.report.stats`), and the plain-language outcome generated from them (outcome.txt);
 - verify_counts.csv, selection_sources.csv, selected_vs_not.csv, costs.csv, loss.csv;
-- accuracy.svg, paired.svg, source_share.svg, score_dist.svg, loss.svg (`grape.report_figures`);
+- accuracy.svg, paired.svg, source_share.svg, score_dist.svg, loss.svg (`grape.report.figures`);
 - summary.html: all of it, self-contained, for a quick look without `snakemake --report`.
 """
 
@@ -25,13 +25,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from grape import alpaca
-from grape import report_figures as figures
 from grape.contracts import SCORED, SELECTION
+from grape.evaluate import alpaca
 from grape.io import atomic_path, read_json, read_jsonl
 from grape.provenance import meta_path
-from grape.report_inputs import Inputs, eval_benchmarks
-from grape.report_stats import arm_sizes, bootstrap_ci, lc_row, outcome, paired_table, paper_table, stage_costs
+from grape.report import figures
+from grape.report.inputs import Inputs, eval_benchmarks
+from grape.report.stats import arm_sizes, bootstrap_ci, lc_row, outcome, paired_table, paper_table, stage_costs
 
 UNSANDBOXED = "unsandboxed (evaluate.sandbox: none): its model-written code ran with the node's files and network"
 
@@ -127,7 +127,7 @@ def task_breakdown(params: Mapping, files: Mapping) -> pd.DataFrame:
 
 
 def costs(inputs: Inputs) -> pd.DataFrame:
-    """Cost per stage from every output's meta.json (`grape.report_stats.stage_costs`)."""
+    """Cost per stage from every output's meta.json (`grape.report.stats.stage_costs`)."""
     stages = {
         "sample": [meta_path(p) for p in inputs.candidates],
         "verify": [meta_path(Path(inputs.verify_counts).with_name("pool.jsonl"))],

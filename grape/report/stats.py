@@ -156,7 +156,8 @@ def paper_table(params: Mapping, table: pd.DataFrame) -> pd.DataFrame:
 def arm_sizes(params: Mapping, selections: Mapping) -> pd.DataFrame:
     """Per target and arm, the examples its selection holds and the instructions the arm chose from (its meta.json:
     the pool's, plus those below data.min_responses for sft_full / all_available), what a baseline could not fill
-    (the `*_shortfall` counts: strongest, 3x) and the paper's "Num. Instances" (`report.paper.instances`)."""
+    (the `*_shortfall` counts: strongest, 3x) and, for a paper config, the paper's "Num. Instances"
+    (`report.paper.instances`)."""
     from grape.provenance import meta_path
 
     paper = (params["report"].get("paper") or {}).get("instances") or {}
@@ -164,8 +165,11 @@ def arm_sizes(params: Mapping, selections: Mapping) -> pd.DataFrame:
     for (target, arm), path in selections.items():
         c = read_json(meta_path(path)).get("counts", {}) if meta_path(path).exists() else {}
         short = sum(v for k, v in c.items() if k.endswith("_shortfall") and isinstance(v, int))
-        rows.append({"target": target, "arm": arm, "examples": c.get("examples"), "instructions read": c.get("instructions"),
-                     "shortfall": short, "paper's Num. Instances": paper.get(arm)})  # fmt: skip
+        row = {"target": target, "arm": arm, "examples": c.get("examples"), "instructions read": c.get("instructions"),
+               "shortfall": short}  # fmt: skip
+        if paper:  # a paper config's column only: elsewhere it would say None in every row
+            row["paper's Num. Instances"] = paper.get(arm)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -234,18 +234,18 @@ def _bwrap_args(main_py: str, root: bool, tmp_bytes: int) -> list[str]:
     args += ["--clearenv", "--cap-drop", "ALL"]
     if root:  # only for the bootstrap's drop to NOBODY (a setuid from root clears every capability)
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    # its one writable place, mounted first so that a Python installation under /tmp (a CI checkout's venv) is bound
+    # into it read-only afterwards: a private tmpfs of file_mb (nothing of it reaches the node's disk)
+    args += ["--perms", "01777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     binds = _binds()
     # the folders leading to each bind, made by us as 0755: bwrap would make them 0700, unreachable once the
     # program runs as another uid than the one that made them
-    parents = sorted({str(a) for e in binds for a in Path(e[2]).parents if str(a) != "/"}, key=lambda p: p.count("/"))
-    for d in parents:
+    parents = {str(a) for e in binds for a in Path(e[2]).parents} - {"/", "/tmp"}
+    for d in sorted(parents, key=lambda p: p.count("/")):
         args += ["--perms", "0755", "--dir", d]
     for entry in binds:
         args += list(entry)
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    # its one writable place: a private tmpfs of file_mb (nothing of it reaches the node's disk), with the program
-    args += ["--perms", "01777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--ro-bind", main_py, "/tmp/main.py"]
-    args += ["--chdir", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", main_py, "/tmp/main.py", "--chdir", "/tmp"]
     return args
 
 

