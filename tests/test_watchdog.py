@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import REPO
 
 
@@ -25,6 +26,7 @@ def _grape_jobs(stage: str) -> list[int]:
     return out
 
 
+@pytest.mark.slow  # a real snakemake, killed
 def test_a_job_stops_when_its_snakemake_is_killed(tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
