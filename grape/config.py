@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from grape.errors import ConfigError, ConfigKeyError  # noqa: F401 (the API: grape.config.ConfigError)
 from grape.slices import OPERATIONAL, evaluate_settings, merge, split_operational  # noqa: F401 (the API)
 
 HERE = Path(__file__).resolve().parent
@@ -37,18 +38,6 @@ CONFIG_DIR = _default("GRAPE_CONFIG_DIR", HERE / "conf", HERE.parent / "config")
 SCHEMA = _default(
     "GRAPE_SCHEMA", HERE / "schemas" / "config.schema.yaml", HERE.parent / "workflow" / "schemas" / "config.schema.yaml"
 )
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key."""
-
-
-class ConfigKeyError(ConfigError, KeyError):
-    """A key the stage reads is not in its settings (a hand-written `--params` slice), or a setting left unset (an
-    environment variable a config names): reported as the config's problem. Any other KeyError is not blamed on
-    the config."""
-
-    __str__ = BaseException.__str__  # the message, not KeyError's repr of it
 
 
 class Settings(dict):
@@ -158,17 +147,12 @@ def validate(cfg: Mapping, schema_path: str | Path | None = None) -> None:
             f"key 'select.strongest_source': '{cfg['select']['strongest_source']}' is not one of "
             f"the sources {cfg['sources']} (needed by the 'strongest' arm)"
         )
-    from grape.evaluate.sandbox import Limits
     from grape.sft.settings import SFTSettings
 
-    for key, build in (("sft", SFTSettings.from_config), ("evaluate.sandbox_limits", Limits.from_config)):
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        try:  # the typed settings' cross-field checks, at compose time: before any job runs
-            build(node)
-        except ValueError as err:
-            raise ConfigError(f"invalid config: {err}") from None
+    try:  # the typed settings' cross-field checks, at compose time: before any job runs
+        SFTSettings.from_config(cfg["sft"])
+    except ValueError as err:
+        raise ConfigError(f"invalid config: {err}") from None
     ev = cfg["evaluate"]
     for i, name in enumerate(ev["tasks"]):
         if name != "local" and name not in ev["benchmarks"]:

@@ -120,6 +120,13 @@ def test_a_stage_of_several_files_is_one_folder():
     assert {"sft", "report", "evaluate"} <= {p.name for p in PKG.iterdir() if p.is_dir()}
 
 
+def test_no_stage_imports_the_config_layer_above_it():
+    """grape.config composes every stage's settings (it imports grape.sft.settings): a stage importing it back would
+    run an arrow upward; the errors they share live in grape.errors."""
+    bad = [f"{mod}:{line}" for mod in MODULES if _stage(mod) for src, _, line in _imports(mod) if src == "grape.config"]
+    assert not bad, bad
+
+
 def test_no_stage_imports_another_stage():
     bad = []
     for mod in MODULES:

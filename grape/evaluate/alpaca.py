@@ -42,7 +42,7 @@ from typing import Mapping
 
 import yaml
 
-from grape.config import ConfigKeyError
+from grape.errors import ConfigKeyError
 
 JUDGE_PROTOCOL = "weighted_alpaca_eval_gpt4_turbo"  # alpaca_eval's AlpacaEval 2 annotator config
 NAME = "alpaca_eval"
