@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from grape import config as gconfig
+from grape import plugins as gplugins
 from grape import runtime, vllm_engine
 
 # stage -> the names (wildcards) its slice depends on: CLI flag -> key in stage_params
@@ -120,9 +121,7 @@ def cmd_resources(args):
 
 
 def cmd_plugins(args):
-    from grape import plugins
-
-    print(plugins.listing(args.kind))
+    print(gplugins.listing(args.kind))
 
 
 def cmd_model(args):
@@ -343,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--experiment", default="demo")
     rs.add_argument("overrides", nargs="*")
     rs.set_defaults(func=cmd_resources, stage="resources")
-    sp = sub.add_parser("plugins", help="every plugin (importers, model kinds, backends, arms) and what each does")
-    sp.add_argument("kind", nargs="?", choices=["importer", "model_kind", "sample_backend", "score_backend", "arm"])
+    sp = sub.add_parser("plugins", help="every plugin of every kind (`grape plugins`) and what each does")
+    sp.add_argument("kind", nargs="?", choices=list(gplugins.KINDS))
     sp.set_defaults(func=cmd_plugins, stage="plugins")
     pk = sub.add_parser("pick", help="score and select your own pool for one target, without Snakemake")
     pk.add_argument("--pool", required=True, help="a pool file, any JSONL/Parquet/Arrow file or directory, or a hub id")

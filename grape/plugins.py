@@ -1,4 +1,5 @@
-"""One registry for every plugin kind: data importers, model kinds, sample and score backends, selection arms.
+"""One registry for every plugin kind: data importers, model kinds, sample and score backends, selection arms,
+benchmark runners.
 
 Every kind has the same shape (as lm-evaluation-harness keeps one registry for its tasks, metrics and models): a name
 the config uses, the config key that names it, the modules shipped here, an entry-point group through which an
@@ -124,8 +125,22 @@ KINDS: dict[str, Kind] = {
             },
             ("NAME", "SCORES", "READS", "choose"),
         ),
+        Kind(
+            "benchmark_runner",
+            "evaluate.benchmarks.<name>.task",
+            "grape.benchmark_runners",
+            {"lm_eval": "grape.evaluate.lm_eval_runner", "alpaca_eval": "grape.evaluate.alpaca"},
+            ("NAME", "run"),
+        ),
     )
 }
+
+
+def benchmark_runner(b: Mapping) -> ModuleType:
+    """The runner of a benchmark entry (or of an evaluation result, which keeps its `task`): the runner its task
+    names, else lm-eval (`grape.evaluate.lm_eval_runner`), whose tasks are all the others."""
+    k = KINDS["benchmark_runner"]
+    return k.get(b["task"] if b["task"] != "lm_eval" and b["task"] in k.names() else "lm_eval")
 
 
 def kind(name: str) -> Kind:

@@ -38,22 +38,22 @@ def needs(cfg: Mapping) -> list[dict]:
     for ds in d.get("datasets") or []:
         if is_hub_id(ds["path"]):
             out.append({"kind": "dataset", "name": ds["name"], "id": ds["path"], "revision": ds.get("revision")})
-    from grape.evaluate import alpaca
+    from grape import plugins
 
     e = cfg["evaluate"]
-    if any(e["benchmarks"].get(n, {}).get("task") == alpaca.NAME and not e["benchmarks"][n].get("reference")
-           for n in e["tasks"]):  # fmt: skip
-        out.append({"kind": "dataset", "name": "alpaca_eval", "id": alpaca.HUB_ID, "revision": None,
-                    "files": alpaca.HUB_FILES})  # fmt: skip
+    for n in e["tasks"]:  # what a runner fetches of its own (AlpacaEval 2: the reference and GLM files)
+        runner = None if n == "local" else plugins.benchmark_runner(e["benchmarks"][n])
+        out += runner.needs(n, e["benchmarks"][n]) if runner is not None and hasattr(runner, "needs") else []
     return out + benchmark_needs(e)
 
 
 def benchmark_needs(e: Mapping) -> list[dict]:
     """Every hub dataset (and config) the lm-eval benchmarks of `evaluate.tasks` read (`grape.evaluate.bench_data`): all
     subsets and few-shot splits, as lm-eval loads them; local copies are not fetched."""
-    from grape.evaluate import alpaca, bench_data
+    from grape import plugins
+    from grape.evaluate import bench_data
 
-    run = [n for n in e["tasks"] if n != "local" and e["benchmarks"][n]["task"] != alpaca.NAME]
+    run = [n for n in e["tasks"] if n != "local" and hasattr(plugins.benchmark_runner(e["benchmarks"][n]), "reads")]
     if not run:
         return []
     downloads = [{"kind": "download", "name": n, "id": e["benchmarks"][n]["download"]["url"], "revision": None,

@@ -47,17 +47,16 @@ def merge(base: Mapping, extra: Mapping) -> dict:
     return out
 
 
-def evaluate_settings(e: Mapping, bench: str) -> dict:
+def evaluate_settings(e: Mapping, bench: str, shared: tuple[str, ...] = ()) -> dict:
     """The `evaluate` settings one benchmark's job reads: the shared generation settings it uses, its own entry,
     code execution only for a code benchmark, so adding, removing or changing another benchmark reruns nothing of
-    this one."""
+    this one. `shared`: the shared settings the benchmark's runner reads (AlpacaEval's until/max_gen_toks)."""
     out = {"tasks": [bench], "batch_size": e["batch_size"], "apply_chat_template": e["apply_chat_template"]}
     if bench == "local":
         local = {k: e[k] for k in ("until", "max_gen_toks", "limit", "local_mode", "local_choices")}
         return {**out, **local, "allow_code_execution": False}
     b = e["benchmarks"][bench]
-    if b["task"] == "alpaca_eval":  # its until/max_gen_toks fall back to the shared ones
-        out.update(until=e["until"], max_gen_toks=e["max_gen_toks"])
+    out.update({k: e[k] for k in shared})  # the shared settings its runner falls back to (its SHARED)
     runs_code = bool(b["code"] and e["allow_code_execution"])
     if runs_code:  # where and under which limits its programs run can change its score; nothing else's
         out.update(sandbox=e["sandbox"], sandbox_limits=dict(e["sandbox_limits"]))

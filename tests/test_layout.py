@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "grape"
 STAGES = {"data", "models", "sample", "verify", "score", "select", "sft", "evaluate", "report"}
 # The couplings between stages that are real, said here rather than hidden by where a file lies: the report reads
-# evaluation results (AlpacaEval's own result fields: grape.evaluate.alpaca.report_note).
+# evaluation results (through each result's benchmark runner: grape.plugins.benchmark_runner, its note and extra rows).
 READS = {"report": {"evaluate"}}
 MAX_LINES = 400
 

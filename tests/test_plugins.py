@@ -84,6 +84,58 @@ def test_a_plugin_without_its_kinds_entry_point_is_refused(toy_importer, monkeyp
         plugins.kind("score_backend").get("broken")
 
 
+TOY_RUNNER = '''"""`task: toy_judge`: the model answers `limit` prompts; the even ones count as won (a stand-in for a judge)."""
+
+NAME = "toy_judge"
+
+
+def run(lm, name, b, ctx):
+    from lm_eval.api.instance import Instance
+
+    gen = {"until": ["\\n"], "max_gen_toks": 2, "do_sample": False}
+    prompts = [ctx["prompt"].format(instruction=f"say {i}") for i in range(b["limit"])]
+    outs = lm.generate_until([Instance("generate_until", {}, (p, gen), i) for i, p in enumerate(prompts)])
+    samples = [{"doc_id": i, "task": NAME, "id": f"{NAME}:{i}", "target": str(i), "output": o, "extracted": o,
+                "correct": float(i % 2 == 0)} for i, o in enumerate(outs)]
+    return {"task": NAME, "metric": "won,none", "accuracy": sum(s["correct"] for s in samples) / len(samples),
+            "n": len(samples), "limit": b["limit"], "samples": samples}
+
+
+def note(res):
+    return "judged by the toy rule"
+'''
+
+
+def test_a_judge_like_benchmark_joins_through_the_runner_kind_alone(tiny_model_dir, tmp_path, monkeypatch):
+    """A benchmark runner installed by another package (group `grape.benchmark_runners`) is evaluated and reported
+    like AlpacaEval 2, with no line of the evaluate or report stage changed for it."""
+    from grape import evaluate, report
+
+    site = tmp_path / "site"
+    (site / "toy_runner-0.1.dist-info").mkdir(parents=True)
+    (site / "toy_runner.py").write_text(TOY_RUNNER)
+    (site / "toy_runner-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: toy-runner\nVersion: 0.1\n"
+    )
+    (site / "toy_runner-0.1.dist-info" / "entry_points.txt").write_text(
+        "[grape.benchmark_runners]\ntoy_judge = toy_runner\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        assert "toy_judge" in plugins.kind("benchmark_runner").names()
+        entry = "{task:toy_judge,metric:won,filter:none,code:false,limit:3}"
+        cfg = gconfig.compose("tiny", [f"+evaluate.benchmarks.toy={entry}", "evaluate.tasks=[toy]"])
+        p = gconfig.stage_params(cfg, "evaluate", target="tiny_a", arm="base", benchmark="toy")
+        evaluate.run(p, str(tiny_model_dir), None, str(tmp_path / "e.json"))
+        res = json.loads((tmp_path / "e.json").read_text())["benchmarks"]["toy"]
+        assert res["n"] == 3 and res["accuracy"] == pytest.approx(2 / 3) and len(res["samples"]) == 3
+        rp = {"report": {"bootstrap": 10, "ci": 0.95}, "targets": ["tiny_a"], "arms": [], "seed": 0}
+        table, per_problem = report.results_table(rp, {"evals": {("tiny_a", "base"): [tmp_path / "e.json"]}})
+        assert table.loc[0, "note"].endswith("; judged by the toy rule") and ("tiny_a", "base", "toy") in per_problem
+    finally:
+        sys.modules.pop("toy_runner", None)
+
+
 def _finished_finetune(root: Path) -> Path:
     """A model folder where experiment `exp1`'s sft stage puts target `t`'s GRAPE fine-tune (a tiny random model)."""
     from grape import models

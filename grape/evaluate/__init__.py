@@ -32,18 +32,13 @@ from typing import Mapping
 
 import yaml
 
+from grape import plugins
 from grape.contracts import TEST
-from grape.evaluate import alpaca, bench_data
+from grape.evaluate import bench_data
 from grape.io import atomic_path, read_jsonl, write_json
 from grape.template import Template
 
 TASK_PREFIX = "grape_"
-# Tasks whose data is not on the hub: run only when the benchmark names a local copy (`dataset`, `package_file`).
-NEEDS_LOCAL_COPY = {
-    "grape_leetcode": "set evaluate.benchmarks.leetcode.download {url, sha256} to the Eurus LeetCode set (the paper "
-    "configs do: OpenBMB/Eurus eval/Coding/leetcode/leetcode-test.json at a pinned commit, fetched by prefetch) or "
-    ".dataset to a local copy (README, Evaluation)",
-}
 # The last number in the generation (integers, decimals, thousands separators).
 NUMBER_REGEX = r"(-?\d[\d,]*(?:\.\d+)?)"
 
@@ -153,55 +148,6 @@ def _choice_task(params: Mapping, rows: list[dict], test_path: str, out: str, do
     }
 
 
-def _spec(tm, name: str, b: Mapping):
-    """What lm-eval is asked to run for one benchmark: the task name, or, where a local copy is named, the task's
-    own full config (its YAML, includes and `!function`s resolved by lm-eval's loader) with the dataset settings
-    replaced. lm-eval 0.4.13 reads a dict spec as a new inline task, not as overrides of a registered one."""
-    over = bench_data.local_copy(name, b)
-    if not over:
-        return b["task"]
-    from lm_eval.tasks._yaml_loader import load_yaml  # pinned lm-eval; its one YAML loader
-
-    entry = tm.task_index.get(b["task"])
-    if entry is None or entry.yaml_path is None or entry.kind.name != "TASK":
-        raise ValueError(
-            f"evaluate.benchmarks.{name}: a local dataset can replace the data of one lm-eval task, and "
-            f"{b['task']!r} is {'unknown' if entry is None else 'a ' + entry.kind.name.lower()}: name a member task"
-        )
-    cfg = load_yaml(entry.yaml_path, resolve_func=True)
-    for key in ("tag", "group"):
-        cfg.pop(key, None)
-    return {**cfg, **over}
-
-
-def _samples(res: Mapping, metric: str, filt: str, local: bool) -> list[dict]:
-    """Per-problem rows of one benchmark (every leaf task of a group), in task then document order."""
-    rows = []
-    for task in sorted(res.get("samples", {})):
-        for s in sorted(res["samples"][task], key=lambda s: s["doc_id"]):
-            if s.get("filter", filt) != filt:
-                continue
-            if metric not in s:
-                raise ValueError(  # the benchmark's `metric` setting names a metric lm-eval does not log for it
-                    f"lm-eval logged no {metric!r} for {task}; its metrics: {list(s.get('metrics', []))}"
-                )
-            doc = s.get("doc", {})
-            resp = s["resps"][0][0] if s.get("resps") and s["resps"][0] else ""
-            extracted = s["filtered_resps"][0] if s.get("filtered_resps") else ""
-            rows.append(
-                {
-                    "doc_id": s["doc_id"],
-                    "task": task,
-                    "id": str(doc["id"]) if local else f"{task}:{s['doc_id']}",
-                    "target": str(s.get("target", "")),
-                    "output": resp if isinstance(resp, str) else str(resp),
-                    "extracted": extracted if isinstance(extracted, str) else str(extracted),
-                    "correct": float(s[metric]),
-                }
-            )
-    return rows
-
-
 def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
     """name -> the benchmark's settings for every benchmark of `evaluate.tasks`, or the reason it is not run (code
     execution not allowed)."""
@@ -225,13 +171,9 @@ def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
                 f"evaluate.tasks names {name!r}, which is not in evaluate.benchmarks ({sorted(e['benchmarks'])})"
             )
         b = e["benchmarks"][name]
-        if b["task"] == alpaca.NAME and not b.get("judge"):
-            plan[name] = (
-                "not run: AlpacaEval 2 needs a judge model; set evaluate.benchmarks.alpaca_eval.judge "
-                "{base_url, model, api_key_env} to an OpenAI-compatible server"
-            )
-        elif b["task"] in NEEDS_LOCAL_COPY and not (b.get("dataset") or b.get("package_file") or b.get("download")):
-            plan[name] = f"not run: no hub copy; {NEEDS_LOCAL_COPY[b['task']]}"
+        why = getattr(plugins.benchmark_runner(b), "not_run", lambda *_: None)(name, b, e)
+        if why:
+            plan[name] = why
         elif b.get("code") and not e["allow_code_execution"]:
             plan[name] = "not run: it executes model-written code; set evaluate.allow_code_execution: true to run it"
         else:
@@ -240,19 +182,18 @@ def benchmark_plan(params: Mapping, task_yaml: str | None) -> dict:
 
 
 def preflight(tm, plan: Mapping, experiment: str | None) -> None:
-    """Every dataset the benchmarks to run read is loadable offline (`grape.evaluate.bench_data`), else stop naming them and
-    the prefetch command; the held-out split (`local`) and AlpacaEval (checked by `grape.evaluate.alpaca`) aside."""
+    """Every dataset the benchmarks to run read is loadable offline (`grape.evaluate.bench_data`), else stop naming
+    them and the prefetch command; each runner's own checks (AlpacaEval's GLM data) first."""
     from grape import hub
 
-    items = [
-        item
-        for name, b in plan.items()
-        if not isinstance(b, str) and name != "local" and b["task"] != alpaca.NAME
-        for item in bench_data.reads(tm, name, b, bench_data.local_copy(name, b))
-    ]
-    for b in plan.values():
-        if not isinstance(b, str) and b["task"] == alpaca.NAME:
-            alpaca.check_glm(b)
+    items = []
+    for name, b in plan.items():
+        if isinstance(b, str):
+            continue
+        runner = plugins.benchmark_runner(b)
+        if hasattr(runner, "check"):
+            runner.check(name, b)
+        items += runner.reads(tm, name, b) if hasattr(runner, "reads") else []
     gone = bench_data.missing(items)
     if gone:
         raise ValueError(
@@ -290,59 +231,26 @@ def run(params: Mapping, model_dir: str, task_yaml: str | None, out: str) -> dic
     }
     if manifest.get("revision"):
         model_args["revision"] = manifest["revision"]
-    lm_evals = [b["task"] for b in plan.values() if not isinstance(b, str) and b["task"] != alpaca.NAME]
+    runners = {n: plugins.benchmark_runner(b) for n, b in plan.items() if not isinstance(b, str)}
+    lm_evals = [plan[n]["task"] for n, r in runners.items() if r.NAME == "lm_eval"]
     defaults = any(not t.startswith(TASK_PREFIX) for t in lm_evals)  # lm-eval's own tasks: its full index
     tm = bench_data.task_manager([str(Path(task_yaml).parent.resolve())] if task_yaml else [], defaults)
     preflight(
         tm, plan, params.get("experiment") or params["name"]
     )  # before the model loads: minutes, not a 7B load, to learn it
     lm = HFLM(**model_args, batch_size=e["batch_size"], device=dev)
+    ctx = {"tm": tm, "seed": seed, "e": e, "prompt": Template.from_config(params["template"]).prompt,
+           "model": f"grape:{Path(model_dir).name}"}  # fmt: skip
     results, summary = {}, {}
     for name, b in plan.items():
         if isinstance(b, str):
             results[name] = {"not_run": b}
             summary[name] = None
             continue
-        if b["task"] == alpaca.NAME:
-            prompt = Template.from_config(params["template"]).prompt
-            results[name] = alpaca.run(lm, b, prompt, f"grape:{Path(model_dir).name}", e)
-            summary[name] = round(results[name]["accuracy"], 4)
-            continue
-        spec = _spec(tm, name, b)
-        gen = {"max_gen_toks": b["max_gen_toks"]} if b.get("max_gen_toks") else None
-        res = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=[spec],
-            task_manager=tm,
-            num_fewshot=b.get("num_fewshot"),
-            limit=b.get("limit"),
-            gen_kwargs=gen,
-            log_samples=True,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-            apply_chat_template=e["apply_chat_template"],
-            confirm_run_unsafe_code=bool(b.get("code")),
-        )
-        filt = b.get("filter") or "none"
-        samples = _samples(res, b["metric"], filt, local=name == "local")
-        if not samples:
-            raise ValueError(f"evaluate: benchmark {name!r} ({b['task']}) gave no samples for filter {filt!r}")
-        acc = sum(s["correct"] for s in samples) / len(samples)
-        results[name] = {
-            "task": b["task"],
-            "metric": f"{b['metric']},{filt}",
-            "accuracy": acc,  # the mean over every problem (for a group: over all its tasks' problems)
-            "n": len(samples),
-            "num_fewshot": b.get("num_fewshot"),
-            "limit": b.get("limit"),
-            "lm_eval_results": res["results"],
-            "samples": samples,
-        }
+        results[name] = runners[name].run(lm, name, b, ctx)
         if b.get("code"):  # where its programs ran: the report marks `none` as unsandboxed
             results[name]["sandbox"] = e["sandbox"]
-        summary[name] = round(acc, 4)
+        summary[name] = round(results[name]["accuracy"], 4)
     write_json(
         out,
         {

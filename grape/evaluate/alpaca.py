@@ -211,9 +211,33 @@ def _number(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
+SHARED = ("until", "max_gen_toks")  # the `evaluate` settings it falls back to where its entry leaves them unset
+
+
+def not_run(name: str, b: Mapping, e: Mapping) -> str | None:
+    if not b.get("judge"):
+        return (
+            f"not run: AlpacaEval 2 needs a judge model; set evaluate.benchmarks.{name}.judge "
+            "{base_url, model, api_key_env} to an OpenAI-compatible server"
+        )
+    return None
+
+
+def check(name: str, b: Mapping) -> None:
+    check_glm(b)
+
+
+def needs(name: str, b: Mapping) -> list[dict]:
+    """What prefetch fetches for it: the hub dataset's reference answers and GLM data, unless a local reference."""
+    if b.get("reference"):
+        return []
+    return [{"kind": "dataset", "name": name, "id": HUB_ID, "revision": None, "files": HUB_FILES}]
+
+
+def run(lm, name: str, b: Mapping, ctx: Mapping) -> dict:
     """Answer, judge and score; returns `grape.evaluate`'s per-benchmark record (score, samples, what was used).
-    `defaults`: the experiment's `evaluate` settings, for `until` / `max_gen_toks` the benchmark leaves unset."""
+    `ctx["e"]`: the job's `evaluate` settings, for `until` / `max_gen_toks` the benchmark leaves unset."""
+    prompt, defaults, label = ctx["prompt"], ctx["e"], ctx["model"]
     from alpaca_eval import metrics  # imported first: a missing package fails before any generation
     from alpaca_eval.annotators import PairwiseAnnotator
     from lm_eval.api.instance import Instance
@@ -241,7 +265,7 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
             annotator = PairwiseAnnotator(annotators_config=str(config), seed=0, caching_path=None)
             reference = [{"instruction": r["instruction"], "output": r["output"],
                           "generator": r.get("generator", "reference")} for r in rows]  # fmt: skip
-            model = [{"instruction": r["instruction"], "output": o, "generator": name} for r, o in zip(rows, outputs)]
+            model = [{"instruction": r["instruction"], "output": o, "generator": label} for r, o in zip(rows, outputs)]
             annotations = annotator.annotate_head2head(outputs_1=reference, outputs_2=model)
     finally:
         if before is None:
@@ -297,8 +321,21 @@ def run(lm, b: Mapping, prompt: str, name: str, defaults: Mapping) -> dict:
     }
 
 
-def report_note(res: Mapping) -> str:
+def note(res: Mapping) -> str:
     """The report's note on an AlpacaEval 2 row: the judge, the length-controlled win rate, what went unjudged."""
     lc = res.get("lc_win_rate")
     lc_text = f"LC win rate {lc / 100:.3f}" if lc is not None else res.get("lc_note") or "LC not computed"
     return f"judge {res['judge']['model']}; {lc_text}; {res.get('n_unjudged', 0)} unjudged"
+
+
+def extra_rows(res: Mapping, name: str) -> list[dict]:
+    """AlpacaEval 2's second column, the length-controlled win rate (AE2-LC: the paper's Table 2 has both), from the
+    same judged job: the GLM gives no per-instruction score, so its interval is alpaca_eval's standard error x 1.96,
+    and it has no paired intervals. Where LC could not be computed the row says why (n 0, as a benchmark not run)."""
+    row = {"benchmark": f"{name}_lc", "metric": "lc_win_rate"}
+    lc = res.get("lc_win_rate")
+    if lc is None:
+        return [{**row, "accuracy": None, "ci_low": None, "ci_high": None, "n": 0, "note": res.get("lc_note") or ""}]
+    acc, se = lc / 100, (res.get("lc_standard_error") or 0.0) / 100
+    return [{**row, "accuracy": acc, "ci_low": max(0.0, acc - 1.96 * se), "ci_high": min(1.0, acc + 1.96 * se),
+             "n": res["n"], "note": "length-controlled (alpaca_eval's GLM); interval: 1.96 standard errors"}]  # fmt: skip

@@ -25,13 +25,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from grape import plugins
 from grape.contracts import SCORED, SELECTION
-from grape.evaluate import alpaca
 from grape.io import atomic_path, read_json, read_jsonl
 from grape.provenance import meta_path
 from grape.report import figures
 from grape.report.inputs import Inputs, eval_benchmarks
-from grape.report.stats import arm_sizes, bootstrap_ci, lc_row, outcome, paired_table, paper_table, stage_costs
+from grape.report.stats import arm_sizes, bootstrap_ci, outcome, paired_table, paper_table, stage_costs
 
 UNSANDBOXED = "unsandboxed (evaluate.sandbox: none): its model-written code ran with the node's files and network"
 
@@ -58,14 +58,15 @@ def results_table(params: Mapping, files: Mapping) -> tuple[pd.DataFrame, dict]:
                 per_problem[(target, arm, bench)] = {s["id"]: float(s["correct"]) for s in res["samples"]}
                 limit = res.get("limit")
                 note = f"first {limit} problems per task" if limit else ""
-                if res.get("judge"):
-                    note = "; ".join(x for x in [note, alpaca.report_note(res)] if x)
+                runner = plugins.benchmark_runner(res) if res.get("task") else None
+                if hasattr(runner, "note"):  # the runner's word on its row (AlpacaEval: the judge, LC)
+                    note = "; ".join(x for x in [note, runner.note(res)] if x)
                 if res.get("sandbox") == "none":
                     note = "; ".join(x for x in [UNSANDBOXED, note] if x)
                 rows.append({**row, "metric": res["metric"], "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi,
                              "n": res["n"], "note": note, **train})  # fmt: skip
-                if res.get("judge"):
-                    rows.append({**row, **lc_row(res, alpaca.NAME), **train})
+                for extra in runner.extra_rows(res, bench) if hasattr(runner, "extra_rows") else []:
+                    rows.append({**row, **extra, **train})  # AlpacaEval 2's LC row
     return pd.DataFrame(rows), per_problem
 
 

@@ -171,16 +171,3 @@ def arm_sizes(params: Mapping, selections: Mapping) -> pd.DataFrame:
             row["paper's Num. Instances"] = paper.get(arm)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def lc_row(res: Mapping, name: str) -> dict:
-    """AlpacaEval 2's second column, the length-controlled win rate (AE2-LC: the paper's Table 2 has both), from the
-    same judged job: the GLM gives no per-instruction score, so its interval is alpaca_eval's standard error x 1.96,
-    and it has no paired intervals. Where LC could not be computed the row says why (n 0, as a benchmark not run)."""
-    row = {"benchmark": f"{name}_lc", "metric": "lc_win_rate"}
-    lc = res.get("lc_win_rate")
-    if lc is None:
-        return {**row, "accuracy": None, "ci_low": None, "ci_high": None, "n": 0, "note": res.get("lc_note") or ""}
-    acc, se = lc / 100, (res.get("lc_standard_error") or 0.0) / 100
-    return {**row, "accuracy": acc, "ci_low": max(0.0, acc - 1.96 * se), "ci_high": min(1.0, acc + 1.96 * se),
-            "n": res["n"], "note": "length-controlled (alpaca_eval's GLM); interval: 1.96 standard errors"}  # fmt: skip
