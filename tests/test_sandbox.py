@@ -234,3 +234,65 @@ def test_with_sandbox_none_it_runs_and_the_report_says_unsandboxed(tiny_model_di
     rp = {"report": {"bootstrap": 10, "ci": 0.95}, "targets": ["tiny"], "arms": [], "seed": 0}
     table, _ = report.results_table(rp, {"evals": {("tiny", "base"): [tmp_path / "e.json"]}})
     assert table.loc[0, "note"].startswith("unsandboxed")
+
+
+UNPRIVILEGED = r"""
+import json, os, socket, sys
+sys.path.insert(0, sys.argv[1])
+from grape.evaluate import sandbox
+
+port, marker = int(sys.argv[2]), sys.argv[3]
+why = sandbox.unavailable("bwrap")
+out = {"why": why, "uid": os.getuid()}
+if not why:
+    run = lambda code, t=10: sandbox.run(code, t)
+    out["env"] = run("import os; print(os.environ.get('JUDGE_KEY'))").stdout
+    out["etc"] = run("print(open('/etc/hostname').read())").status
+    out["net"] = run(f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)").status
+    out["shell"] = run(f"import ctypes; print(ctypes.CDLL(None).system(b'touch {marker}'))").stdout.strip()
+    out["mem"] = run("x = bytearray(6 * 1024**3)").error
+    out["forks"] = run("import os, time\nn = 0\ntry:\n    for _ in range(100):\n        if os.fork() == 0:\n            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)").stdout.strip()
+    out["timeout"] = run("import time; time.sleep(60)", 1).status
+print(json.dumps(out))
+"""
+
+
+def test_the_unprivileged_path_an_hpc_user_gets_stops_the_same_programs(tmp_path, monkeypatch):
+    """Run as root (CI) the sandbox drops to nobody itself; a cluster user runs bwrap unprivileged, in a user
+    namespace. That path, for real: the sandbox modules in a copy only they need, run by Debian's python3 as uid
+    65534 (which cannot read this venv), against the same hostile programs."""
+    import shutil
+    import subprocess
+
+    py, setpriv = Path("/usr/bin/python3"), shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv or not py.exists():
+        pytest.skip("needs root (to become nobody), setpriv and Debian's /usr/bin/python3")
+    pkg = tmp_path / "pkg"
+    (pkg / "grape" / "evaluate").mkdir(parents=True)
+    (pkg / "grape" / "__init__.py").write_text("")
+    (pkg / "grape" / "evaluate" / "__init__.py").write_text("")
+    for name in ("sandbox.py", "sandbox_mounts.py"):
+        shutil.copy(REPO / "grape" / "evaluate" / name, pkg / "grape" / "evaluate" / name)
+    os.chmod(tmp_path, 0o755)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(0.5)
+    marker = tmp_path / "shell-ran"
+    env = {"PATH": os.environ["PATH"], "JUDGE_KEY": SECRET, "HOME": str(tmp_path)}
+    cmd = [setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups", str(py), "-c", UNPRIVILEGED, str(pkg),
+           str(srv.getsockname()[1]), str(marker)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    try:
+        srv.accept()
+        connected = True
+    except OSError:
+        connected = False
+    srv.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if got["why"]:
+        pytest.skip(f"unprivileged bwrap does not work on this machine: {got['why']}")
+    assert got["uid"] == 65534 and got["env"] == "None\n" and got["etc"] == "error" and got["net"] == "error"
+    assert got["shell"] != "0" and not marker.exists() and not connected
+    assert got["mem"].startswith("MemoryError") and 0 < int(got["forks"]) < 8 and got["timeout"] == "timeout"
