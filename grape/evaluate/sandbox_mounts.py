@@ -96,13 +96,18 @@ def mounts() -> tuple[tuple[str, ...], ...]:
         libdirs = {
             d for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.isdir(d) and not os.path.islink(d)
         }
+
+    def under(p: str, q: str) -> bool:
+        return p == q or p.startswith(q.rstrip("/") + "/")
+
+    # never a library folder of the user's home or of the working directory (the checkout, results/) outside the
+    # Python trees: `python -I` reads no user site-packages, so a ~/.local library this process mapped is not needed
+    private = [os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.getcwd())]
     for d in libdirs:
-        if not any(d == r or d.startswith(r.rstrip("/") + "/") for r in ro):
+        if not any(under(d, r) for r in ro) and not any(under(d, h) for h in private if h != "/"):
             ro.add(d)
 
     # a bind under another bind is redundant; keep the outermost
-    def under(p: str, q: str) -> bool:
-        return p == q or p.startswith(q.rstrip("/") + "/")
 
     outer = sorted(p for p in ro if not any(p != q and under(p, q) for q in ro))
     links = [e for e in links if not any(under(e[2], q) for q in outer)]  # a bound folder brings its own links
