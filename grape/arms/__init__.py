@@ -12,7 +12,7 @@ An arm is a module with
 - `POOL = "all_available"`: it chooses from the pool of every pair (the instructions below `data.min_responses`
   too: `grape.layout.pool`), not the verified pool;
 - `choose(c: Choice) -> list[dict]`: the candidates it keeps of one instruction (`Choice` below);
-- a docstring whose first line the report and `grape arms` show.
+- a docstring whose first line the report and `grape plugins arm` show.
 The arms are plugins of kind `arm` (`grape.plugins`): the modules of this package, and any an installed package adds
 through the `grape.arms` entry point group (`toy = "my_package.toy_arm"`, the entry's name equal to NAME). Arm
 modules are stdlib-light, so the workflow reads the declarations at parse time without importing a stage.

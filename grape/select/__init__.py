@@ -6,8 +6,8 @@ where it enters: a pool row that is not a POOL row (a blank or non-string respon
 log-prob above 0, NaN, Infinity, fewer than one token) or a score of a candidate the pool does not have stops the
 job with `file:line: field 'x': problem` (`index`); nothing is skipped silently.
 
-Arms are plugins (`grape.arms`: one module each, found by name; `grape arms` lists them): grape, reverse,
-random, strongest, all, original, self (the paper's comparisons). The job's params hold only its arm's settings
+Arms are plugins (`grape.arms`: one module each, found by name; `grape plugins arm` lists every one with what it
+ranks by and reads). The job's params hold only its arm's settings
 (the `select` keys the arm `READS`, and `select.options.<arm>`). A target that is also a source never selects its
 own samples in the other arms (`select.exclude_self`, the default; counted as `own_samples_excluded`); an arm
 declared `ONLY_OWN` (`self`) chooses among them only. Ties are broken by candidate_id, so the same scores always give the same selection. Candidates
