@@ -31,6 +31,7 @@ def test_snakefmt():
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
+@pytest.mark.slow  # the real snakemake --lint
 @pytest.mark.parametrize("experiment", ["demo", "tiny"])
 def test_snakemake_lint(experiment, tmp_path):
     proc = _run(

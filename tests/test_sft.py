@@ -219,6 +219,7 @@ def test_two_processes_through_accelerate_keep_the_global_batch(tiny_model_dir, 
     assert (tmp_path / "two" / "model.safetensors").exists() and not (tmp_path / "two.checkpoints").exists()
 
 
+@pytest.mark.slow  # a real sft job killed and rerun, as a subprocess
 def test_a_killed_sft_resumes_to_the_same_end(tiny_model_dir, tmp_path):
     selection = _selection(tmp_path / "sel.jsonl", n=40)
     params = _params(global_batch=2, batch_size=1, method="full", lr=1e-3, save_steps=2)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers import REPO
 
@@ -44,6 +45,7 @@ def hostile_setup(tmp_path: Path, venv: Path, **config) -> tuple[list[str], Path
     return cmd, marks, work
 
 
+@pytest.mark.slow  # the real snakemake, dry and wet
 def test_hostile_paths_and_config_values_never_run(tmp_path):
     # the vllm env is this venv: its `grape` has no vLLM, and says so
     cmd, marks, work = hostile_setup(tmp_path, Path(sys.executable).parent.parent, sample={"backend": "vllm"})
