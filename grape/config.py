@@ -325,12 +325,12 @@ def stage_params(cfg: Mapping, stage: str, **wc: str) -> dict:
         return {**common, "target": wc["target"], "arm": wc["arm"], "sft": cfg["sft"], "template": cfg["template"]}
     if stage == "evaluate":  # one benchmark per job (the workflow's), or every benchmark (`grape evaluate` by hand)
         e = cfg["evaluate"]
-        bench = wc.get("benchmark")
+        bench, ev = wc.get("benchmark"), e
         if bench:  # one benchmark's settings, and the shared ones its runner reads
             from grape import plugins
 
             shared = () if bench == "local" else getattr(plugins.benchmark_runner(e["benchmarks"][bench]), "SHARED", ())
-        ev = evaluate_settings(e, bench, tuple(shared)) if bench else e
+            ev = evaluate_settings(e, bench, tuple(shared))
         return {**common, "name": cfg["name"], "evaluate": ev, "template": cfg["template"]}
     if stage == "evaluate_task":  # the held-out split as an lm-eval task: what the local benchmark's YAML holds
         local = {k: cfg["evaluate"][k] for k in ("until", "max_gen_toks", "local_mode", "local_choices")}

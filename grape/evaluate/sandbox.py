@@ -93,10 +93,6 @@ def configure(mode: str, limits: Limits | None = None) -> None:
     _settings.update(mode=mode, limits=limits or Limits())
 
 
-def mode() -> str:
-    return _settings["mode"]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The bootstrap: ours, runs first in the sandbox's interpreter. argv: drop-to uid (0: none), memory bytes, CPU
 # seconds, processes, file bytes; stdin: the nonce. The program runs as __main__ from main.py in the working dir.

@@ -37,12 +37,12 @@ RESULTS = layout.root(CFG["name"])
 
 # Model-written code runs only in the sandbox (grape/evaluate/sandbox.py): say so here, on the login node, not after a day of
 # SFT, when this node lacks it (what the evaluate job would refuse on; compute nodes may differ).
-if gsandbox.code_benchmarks(CFG["evaluate"]) and CFG["evaluate"]["sandbox"] == "bwrap":
-    _why = gsandbox.unavailable("bwrap", probe=False)
-    if _why:
-        logger.warning(
-            f"{', '.join(gsandbox.code_benchmarks(CFG['evaluate']))}: {gsandbox.refusal(_why)}"
-        )
+_code = gsandbox.code_benchmarks(CFG["evaluate"])
+_why = (
+    _code and CFG["evaluate"]["sandbox"] == "bwrap" and gsandbox.unavailable("bwrap", probe=False)
+)
+if _why:
+    logger.warning(f"{', '.join(_code)}: {gsandbox.refusal(_why)}")
 
 
 def at(path):
